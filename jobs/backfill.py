@@ -1,0 +1,10 @@
+"""Backfill a date range: spark-submit jobs/backfill.py --start D1 --end D2 (inclusive, in order)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tagger.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    main(["backfill", *sys.argv[1:]], prog_name="backfill.py")

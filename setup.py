@@ -1,0 +1,30 @@
+"""One install for the daily tagging job, the `tagger` CLI and its tests.
+
+torch is pinned to 2.13.0: on the team's build machines that exact version resolves to the
+CPU wheel already on disk; any other spec pulls gigabytes of CUDA packages. On a GPU cluster
+the packed virtualenv is built where the CUDA wheel is wanted (see README, cluster section).
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="tagger",
+    version="0.1.0",
+    description="Daily batch tagging ETL for automotive content (Spark + Hive + torch)",
+    packages=find_packages(include=["tagger", "tagger.*", "udfs", "udfs.*", "models", "models.*", "jobs", "jobs.*"]),
+    include_package_data=True,
+    python_requires=">=3.10",
+    install_requires=[
+        "pyspark==4.3.0",
+        "pandas>=2.2,<3",
+        "pyarrow>=15",
+        "numpy",
+        "torch==2.13.0",
+        "transformers>=4.40",
+        "tokenizers>=0.15",
+        "safetensors>=0.4",
+        "click>=8.1",
+        "pyyaml>=6",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={"console_scripts": ["tagger=tagger.cli:main"]},
+)

@@ -1,0 +1,18 @@
+-- One row per run attempt (appended; a rerun adds a row).
+CREATE TABLE IF NOT EXISTS IDENTIFIER(:table) (
+  run_id STRING,
+  started_at STRING,
+  seconds DOUBLE,
+  items_selected BIGINT,
+  items_tagged BIGINT,
+  items_with_tags BIGINT,
+  items_quarantined BIGINT,
+  quarantine_rows BIGINT,
+  tag_counts MAP<STRING, BIGINT>,
+  quarantine_reasons MAP<STRING, BIGINT>,
+  stage_seconds MAP<STRING, DOUBLE>,
+  model_version STRING,
+  rules_version STRING
+)
+PARTITIONED BY (dt STRING)
+STORED AS PARQUET

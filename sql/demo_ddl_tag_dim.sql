@@ -1,0 +1,5 @@
+CREATE TABLE IF NOT EXISTS IDENTIFIER(:table) (
+  id BIGINT, tag_name STRING, tag_path STRING, tag_path_name STRING, tag_type_name STRING, status INT
+)
+PARTITIONED BY (dt STRING)
+STORED AS PARQUET

@@ -1,0 +1,223 @@
+"""`tagger`: the command line of the daily tagging job.
+
+Exit codes a scheduler can act on: 0 done; 2 bad usage (nothing ran); 3 bad configuration or
+model artifact (fix it, then rerun); 4 an input is missing (retry later); 1 anything else.
+"""
+from __future__ import annotations
+
+import csv
+import re
+import sys
+import time
+from datetime import date, timedelta
+
+import click
+
+from tagger.config import ConfigError, load_config
+
+DEMO_START, DEMO_DAYS, DEMO_ITEMS = "2024-01-01", 5, 100_000
+DEMO_DATE = "2024-01-05"  # the last seeded day; the models train on the days before it
+READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN)\b", re.IGNORECASE)
+EXIT_CONFIG, EXIT_MISSING_INPUT = 3, 4
+
+
+def parse_date(value: str, name: str = "date") -> str:
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        try:
+            return date.fromisoformat(value).isoformat()
+        except ValueError:
+            pass
+    raise click.BadParameter(f"'{value}' is not a date of the form yyyy-MM-dd (e.g. 2024-01-05).",
+                             param_hint=f"--{name}")
+
+
+class DateType(click.ParamType):
+    name = "yyyy-MM-dd"
+
+    def convert(self, value, param, ctx):
+        return parse_date(value, param.name if param else "date")
+
+
+DATE = DateType()
+
+
+def date_range(start: str, end: str) -> list[str]:
+    d0, d1 = date.fromisoformat(start), date.fromisoformat(end)
+    return [(d0 + timedelta(days=i)).isoformat() for i in range((d1 - d0).days + 1)]
+
+
+def _config(ctx: click.Context):
+    """Load and validate the config before Spark starts."""
+    try:
+        return load_config(ctx.obj["config"])
+    except ConfigError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def _session(cfg, app: str):
+    from tagger.spark_session import build_session
+
+    return build_session(cfg, app)
+
+
+def _guarded(fn):
+    """Turn the job's known failures into one clear line and an exit code, not a traceback."""
+    from models.artifact import ArtifactError
+    from tagger.extract import MissingInputError
+
+    try:
+        return fn()
+    except (ConfigError, ArtifactError) as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except MissingInputError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_MISSING_INPUT)
+
+
+@click.group(help=__doc__)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Job YAML config (default: conf/tagger.yaml of this checkout).")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config_path
+
+
+@main.command(help="Tag one day: read the day's pool, ASR and OCR, tag every selected item and "
+                   "overwrite exactly that dt partition of the output tables. Rerunning a date replaces "
+                   "its partition; other dates are untouched.")
+@click.option("--date", "run_date", type=DATE, required=True, help="Run date: the pool partition pt to tag.")
+@click.pass_context
+def run(ctx: click.Context, run_date: str) -> None:
+    cfg = _config(ctx)
+    from tagger.pipeline import run_date as run_one
+
+    spark = _session(cfg, f"tagger-run-{run_date}")
+    summary = _guarded(lambda: run_one(spark, cfg, run_date))
+    click.echo(summary.format())
+
+
+@main.command(help="Tag every date from --start to --end (inclusive), in date order, in one Spark session. "
+                   "Stops at the first failing date and names it; dates before it are done, rerun from it.")
+@click.option("--start", type=DATE, required=True, help="First date (yyyy-MM-dd).")
+@click.option("--end", type=DATE, required=True, help="Last date, inclusive (yyyy-MM-dd).")
+@click.pass_context
+def backfill(ctx: click.Context, start: str, end: str) -> None:
+    if start > end:
+        raise click.BadParameter(f"--start {start} is after --end {end}.", param_hint="--start/--end")
+    cfg = _config(ctx)
+    from tagger.pipeline import run_date as run_one
+
+    spark = _session(cfg, f"tagger-backfill-{start}-{end}")
+    dates = date_range(start, end)
+    for i, day in enumerate(dates, 1):
+        click.echo(f"[{i}/{len(dates)}] {day}")
+        try:
+            summary = _guarded(lambda: run_one(spark, cfg, day))
+        except SystemExit:
+            click.echo(f"Backfill stopped at {day}: {i - 1} of {len(dates)} dates done. "
+                       f"Fix the error above, then rerun with --start {day} --end {end}.", err=True)
+            raise
+        click.echo(summary.format())
+
+
+@main.command(help="Generate deterministic demo data and write it into the source tables of the config "
+                   "(production names) in the embedded catalog: pool, ASR, OCR, tag dimension, true labels.")
+@click.option("--items", type=click.IntRange(min=1), default=DEMO_ITEMS, show_default=True,
+              help="Items the team's filter selects, over all days (about 8% more rows are written).")
+@click.option("--start", type=DATE, default=DEMO_START, show_default=True, help="First day.")
+@click.option("--days", type=click.IntRange(min=1), default=DEMO_DAYS, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.pass_context
+def seed(ctx: click.Context, items: int, start: str, days: int, seed: int) -> None:
+    cfg = _config(ctx)
+    from tagger.demo.seed import seed as seed_demo
+
+    seed_demo(_session(cfg, "tagger-seed"), cfg, items, start, days, seed=seed, log=click.echo)
+
+
+@main.command(help="Train the configured model heads from labelled data in the warehouse (the demo's "
+                   "true-label table), report per-label precision/recall/F1 on a held-out split, and save "
+                   "the artifacts where the config's heads point. A few minutes on 2 CPU cores for the demo.")
+@click.option("--start", type=DATE, default=DEMO_START, show_default=True, help="First day of training data.")
+@click.option("--end", type=DATE, default=(date.fromisoformat(DEMO_DATE) - timedelta(days=1)).isoformat(),
+              show_default=True, help="Last day of training data (inclusive).")
+@click.option("--head", "heads", multiple=True, help="Train only this head (repeatable). Default: all.")
+@click.pass_context
+def train(ctx: click.Context, start: str, end: str, heads: tuple[str, ...]) -> None:
+    if start > end:
+        raise click.BadParameter(f"--start {start} is after --end {end}.", param_hint="--start/--end")
+    cfg = _config(ctx)
+    from tagger.trainer import train_all
+
+    spark = _session(cfg, "tagger-train")
+    _guarded(lambda: train_all(spark, cfg, date_range(start, end), list(heads) or None, log=click.echo))
+
+
+@main.command(help=f"Seed demo data, train the demo models and tag the demo date ({DEMO_DATE}), "
+                   "all in the embedded catalog under $TAGGER_HOME. Seeding and training are skipped when "
+                   "their results exist already (use --fresh to redo them).")
+@click.option("--items", type=click.IntRange(min=1), default=DEMO_ITEMS, show_default=True)
+@click.option("--fresh", is_flag=True, help="Re-seed and retrain even if data and models exist.")
+@click.pass_context
+def demo(ctx: click.Context, items: int, fresh: bool) -> None:
+    cfg = _config(ctx)
+    from pathlib import Path
+
+    from tagger.demo.seed import seed as seed_demo
+    from tagger.extract import partitions
+    from tagger.pipeline import run_date as run_one
+    from tagger.trainer import train_all
+
+    spark = _session(cfg, "tagger-demo")
+    started = time.perf_counter()
+    if fresh or f"pt={DEMO_DATE}" not in partitions(spark, cfg.tables.pool):
+        click.echo("== seeding demo data")
+        seed_demo(spark, cfg, items, DEMO_START, DEMO_DAYS, log=click.echo)
+    if fresh or not all((Path(h.path) / "tagger_head.json").is_file() for h in cfg.heads):
+        click.echo("== training demo models")
+        train_end = (date.fromisoformat(DEMO_DATE) - timedelta(days=1)).isoformat()
+        _guarded(lambda: train_all(spark, cfg, date_range(DEMO_START, train_end), log=click.echo))
+    click.echo(f"== tagging {DEMO_DATE}")
+    summary = _guarded(lambda: run_one(spark, cfg, DEMO_DATE))
+    click.echo(summary.format())
+    click.echo(f"demo done in {time.perf_counter() - started:.0f}s. Look at the result with:\n"
+               f"  tagger sql \"SELECT itemid, tag_ids, gate_score FROM {cfg.tables.output} "
+               f"WHERE dt = '{DEMO_DATE}' LIMIT 10\"")
+
+
+@main.command(help="Run one read-only query (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN) against the configured "
+                   "catalog and print the rows. --format csv prints a header line and plain rows.")
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Print at most this many rows.")
+@click.pass_context
+def sql(ctx: click.Context, query: str, fmt: str, limit: int) -> None:
+    if not READ_ONLY.match(query) or ";" in query.strip().rstrip(";"):
+        raise click.BadParameter("only one read-only statement (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN) is allowed.",
+                                 param_hint="QUERY")
+    cfg = _config(ctx)
+    spark = _session(cfg, "tagger-sql")
+    df = spark.sql(query.strip().rstrip(";"))
+    rows = df.limit(limit).collect()
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(df.columns)
+        writer.writerows([_plain(v) for v in row] for row in rows)
+    else:
+        df.show(n=limit, truncate=80)
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(str(_plain(v)) for v in value) + "]"
+    if hasattr(value, "asDict"):
+        return str(value.asDict())
+    return "" if value is None else value
+
+
+if __name__ == "__main__":
+    main()

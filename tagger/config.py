@@ -1,0 +1,248 @@
+"""Job configuration: YAML files read once at start and validated.
+
+Every error names the file and the key, and says how to fix it, so that a bad config stops the
+job before any Spark work starts.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "conf" / "tagger.yaml"
+
+# db.table, each part a SQL identifier: names are also bound with IDENTIFIER(:name), this check
+# makes a typo or an injection attempt fail with a readable message before Spark starts.
+TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+HEAD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unreadable or holds an invalid value."""
+
+
+def tagger_home() -> Path:
+    return Path(os.environ.get("TAGGER_HOME", "./.tagger")).resolve()
+
+
+@dataclass(frozen=True)
+class Tables:
+    pool: str
+    asr: str
+    ocr: str
+    tag_dim: str
+    output: str
+    quarantine: str
+    metrics: str
+    truth: str
+
+
+@dataclass(frozen=True)
+class HeadConf:
+    name: str
+    path: str
+    parent: str
+    gate_by: str | None = None
+    train: "TrainConf | None" = None
+
+
+@dataclass(frozen=True)
+class TrainConf:
+    arch: str  # textcnn | bert
+    labels: tuple[str, ...] | None  # None: the active children of the head's parent
+    options: dict[str, Any] = field(default_factory=dict)  # epochs, max_length, lr, batch_size, ...
+
+
+@dataclass(frozen=True)
+class TextConf:
+    max_chars: dict[str, int]
+    speech_text_fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TaggingConf:
+    batch_size: int
+    arrow_max_records_per_batch: int
+    partitions: int | None  # None: spark.default.parallelism
+    torch_threads: int | None  # None: spark.task.cpus
+
+
+@dataclass(frozen=True)
+class SparkConf:
+    catalog: str
+    master: str
+    conf: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    tables: Tables
+    speech_lookback_days: int
+    speech_late_days: int
+    text: TextConf
+    rules_path: str
+    gate_head: str
+    heads: tuple[HeadConf, ...]
+    tagging: TaggingConf
+    spark: SparkConf
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+class _Reader:
+    """Typed access to a YAML mapping that reports `file: key: problem. fix` on error."""
+
+    def __init__(self, source: str, data: Any, prefix: str = ""):
+        self.source, self.data, self.prefix = source, data, prefix
+        if not isinstance(data, dict):
+            self.fail("", f"expected a mapping, got {type(data).__name__}")
+
+    def fail(self, key: str, problem: str, fix: str = "") -> None:
+        where = f"{self.prefix}{key}" or "(top level)"
+        raise ConfigError(f"{self.source}: key '{where}': {problem}." + (f" {fix}" if fix else ""))
+
+    def get(self, key: str, kind: type | tuple, default: Any = ...) -> Any:
+        if key not in self.data:
+            if default is ...:
+                self.fail(key, "is missing", "Add it (see conf/tagger.yaml for an example).")
+            return default
+        value = self.data[key]
+        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            self.fail(key, f"expected {names}, got {value!r}")
+        return value
+
+    def section(self, key: str) -> "_Reader":
+        return _Reader(self.source, self.get(key, dict), f"{self.prefix}{key}.")
+
+    def positive_int(self, key: str, default: Any = ...) -> int:
+        value = self.get(key, int, default)
+        if value < 1:
+            self.fail(key, f"must be >= 1, got {value}")
+        return value
+
+    def non_negative_int(self, key: str) -> int:
+        value = self.get(key, int)
+        if value < 0:
+            self.fail(key, f"must be >= 0, got {value}")
+        return value
+
+    def auto_or_int(self, key: str) -> int | None:
+        value = self.get(key, (int, str), "auto")
+        if value == "auto":
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            self.fail(key, f"must be 'auto' or an integer >= 1, got {value!r}")
+        return value
+
+
+TRAIN_OPTIONS = {"epochs": int, "max_length": int, "lr": float, "batch_size": int, "size": str, "pos_weight": str}
+
+
+def _train_conf(t: _Reader) -> TrainConf:
+    arch = t.get("arch", str)
+    if arch not in ("textcnn", "bert"):
+        t.fail("arch", f"must be 'textcnn' or 'bert', got {arch!r}")
+    labels = t.get("labels", (list, str))
+    if labels == "children":
+        labels = None
+    elif not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
+        t.fail("labels", "must be 'children' or a non-empty list of tag names")
+    options = {}
+    for key, value in t.data.items():
+        if key in ("arch", "labels"):
+            continue
+        if key not in TRAIN_OPTIONS:
+            t.fail(key, f"unknown training option; known: arch, labels, {', '.join(TRAIN_OPTIONS)}")
+        options[key] = t.get(key, (int, float) if TRAIN_OPTIONS[key] is float else TRAIN_OPTIONS[key])
+    return TrainConf(arch=arch, labels=tuple(labels) if labels else None, options=options)
+
+
+def expand(value: str, conf_dir: Path) -> str:
+    """Expand ${TAGGER_HOME}, ${CONF_DIR} and other environment variables in a path."""
+    env = dict(os.environ, TAGGER_HOME=str(tagger_home()), CONF_DIR=str(conf_dir))
+    return re.sub(r"\$\{(\w+)\}", lambda m: env.get(m.group(1), m.group(0)), value)
+
+
+def load_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found. Pass --config with the path of the job's YAML config.")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    path = Path(path) if path else DEFAULT_CONFIG
+    source = str(path)
+    root = _Reader(source, load_yaml(path))
+    conf_dir = path.resolve().parent
+
+    t = root.section("tables")
+    names = {k: t.get(k, str) for k in Tables.__dataclass_fields__}
+    for key, name in names.items():
+        if not TABLE_NAME.match(name):
+            t.fail(key, f"'{name}' is not a table name of the form db.table (letters, digits, _)")
+    tables = Tables(**names)
+
+    ex = root.section("extract")
+    tx = root.section("text")
+    mc = tx.section("max_chars")
+    max_chars = {part: mc.positive_int(part) for part in ("title", "summary", "ocr", "asr")}
+    fields = tx.get("speech_text_fields", list)
+    if not fields or not all(isinstance(f, str) and f for f in fields):
+        tx.fail("speech_text_fields", "must be a non-empty list of field names")
+
+    heads = []
+    for i, item in enumerate(root.get("heads", list)):
+        h = _Reader(source, item, f"heads[{i}].")
+        name = h.get("name", str)
+        if not HEAD_NAME.match(name):
+            h.fail("name", f"'{name}' must be lower-case letters, digits, _ (at most 32)")
+        heads.append(HeadConf(name=name, path=expand(h.get("path", str), conf_dir),
+                              parent=h.get("parent", str).strip("/"), gate_by=h.get("gate_by", str, None),
+                              train=_train_conf(h.section("train")) if "train" in h.data else None))
+    known = [h.name for h in heads]
+    if not heads:
+        root.fail("heads", "must list at least one model head")
+    if len(set(known)) != len(known):
+        root.fail("heads", f"head names must be unique, got {known}")
+    for i, h in enumerate(heads):
+        if h.gate_by is not None and h.gate_by not in known[:i]:
+            root.fail(f"heads[{i}].gate_by", f"'{h.gate_by}' is not a head listed before '{h.name}'",
+                      f"Use one of {known[:i]}.")
+    gate_head = root.get("gate_head", str)
+    if gate_head not in known:
+        root.fail("gate_head", f"'{gate_head}' is not one of the heads {known}")
+
+    tg = root.section("tagging")
+    sp = root.section("spark")
+    catalog = sp.get("catalog", str)
+    if catalog not in ("embedded", "external"):
+        sp.fail("catalog", f"must be 'embedded' or 'external', got {catalog!r}")
+    spark_conf = {str(k): str(v) for k, v in sp.get("conf", dict, {}).items()}
+
+    return Config(
+        source=source,
+        tables=tables,
+        speech_lookback_days=ex.non_negative_int("speech_lookback_days"),
+        speech_late_days=ex.non_negative_int("speech_late_days"),
+        text=TextConf(max_chars=max_chars, speech_text_fields=tuple(fields)),
+        rules_path=expand(root.get("rules", str), conf_dir),
+        gate_head=gate_head,
+        heads=tuple(heads),
+        tagging=TaggingConf(
+            batch_size=tg.positive_int("batch_size"),
+            arrow_max_records_per_batch=tg.positive_int("arrow_max_records_per_batch"),
+            partitions=tg.auto_or_int("partitions"),
+            torch_threads=tg.auto_or_int("torch_threads"),
+        ),
+        spark=SparkConf(catalog=catalog, master=sp.get("master", str), conf=spark_conf),
+        raw=root.data,
+    )

@@ -1,0 +1,58 @@
+"""Read one run date's inputs from Hive with the SQL files in sql/ (IO at the edge)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+
+from tagger.config import Config
+from tagger.sql_files import run_sql
+
+
+class MissingInputError(RuntimeError):
+    """A source the run cannot do without is absent (table, partition, tag snapshot)."""
+
+
+@dataclass
+class Sources:
+    pool: DataFrame
+    asr: DataFrame
+    ocr: DataFrame
+    tag_dim: DataFrame
+
+
+def partitions(spark: SparkSession, table: str) -> list[str]:
+    """Partition specs of a table, e.g. ['pt=2024-01-05'] (metadata only, no scan)."""
+    if not spark.catalog.tableExists(table):
+        return []
+    rows = spark.sql("SHOW PARTITIONS IDENTIFIER(:table)", args={"table": table}).collect()
+    return [r[0] for r in rows]
+
+
+def check_inputs(spark: SparkSession, cfg: Config, run_date: str) -> None:
+    """Fail before any heavy work if a source table, the pool partition or the tag snapshot is missing.
+
+    ASR/OCR partitions are optional for a run (speech lands late; an item without it is
+    tagged from its title and summary), their tables are not.
+    """
+    t = cfg.tables
+    for table in (t.pool, t.asr, t.ocr, t.tag_dim):
+        if not spark.catalog.tableExists(table):
+            raise MissingInputError(f"Source table {table} does not exist in the catalog. Check the "
+                                    f"table name in {cfg.source} (tables) and the metastore the job uses.")
+    if f"pt={run_date}" not in partitions(spark, t.pool):
+        raise MissingInputError(f"Partition pt={run_date} of {t.pool} is missing: the day's pool has not "
+                                f"landed yet. Rerun once it exists (an empty day is an empty partition).")
+    if not [p for p in partitions(spark, t.tag_dim) if p.startswith("dt=") and p[3:] <= run_date]:
+        raise MissingInputError(f"{t.tag_dim} has no snapshot dt <= {run_date}: tag ids cannot be resolved.")
+
+
+def extract(spark: SparkSession, cfg: Config, run_date: str) -> Sources:
+    t = cfg.tables
+    window = dict(run_date=run_date, lookback_days=cfg.speech_lookback_days, late_days=cfg.speech_late_days)
+    return Sources(
+        pool=run_sql(spark, "extract_pool", pool_table=t.pool, run_date=run_date),
+        asr=run_sql(spark, "extract_asr", asr_table=t.asr, **window),
+        ocr=run_sql(spark, "extract_ocr", ocr_table=t.ocr, **window),
+        tag_dim=run_sql(spark, "extract_tag_dim", tag_dim_table=t.tag_dim, run_date=run_date),
+    )

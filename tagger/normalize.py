@@ -1,0 +1,119 @@
+"""Pure DataFrame -> DataFrame functions between extract and tag.
+
+Nothing is dropped silently: every source row that cannot be used goes to the quarantine
+DataFrame (QUARANTINE_COLUMNS) with a reason. scope='item' means the item is not in the output
+(nothing of it was usable); scope='row' means one source row was skipped and the item was still
+tagged from the rest.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.functions import pandas_udf
+
+from tagger.config import TextConf
+from tagger.speech import parse_speech
+
+QUARANTINE_COLUMNS = ["itemid", "source", "scope", "reason", "raw_excerpt"]
+ITEM_COLUMNS = ["itemid", "dtype", "doc_text", "has_asr", "has_ocr"]
+EXCERPT_CHARS = 200
+VIDEO_DTYPE = "yichehao_video"  # the only dtype whose items have ASR/OCR rows (DOMAIN.md)
+
+
+@dataclass
+class Normalized:
+    items: DataFrame  # ITEM_COLUMNS, one row per usable itemid
+    quarantine: DataFrame  # QUARANTINE_COLUMNS
+
+
+def _quarantine(df: DataFrame, itemid: Column, source: str, scope: str, reason: Column, raw: Column) -> DataFrame:
+    return df.select(itemid.alias("itemid"), F.lit(source).alias("source"), F.lit(scope).alias("scope"),
+                     reason.alias("reason"), F.substring(raw, 1, EXCERPT_CHARS).alias("raw_excerpt"))
+
+
+def _row_as_text(*cols: str) -> Column:
+    return F.to_json(F.struct(*cols))
+
+
+def clean_text(col: Column) -> Column:
+    """Control/format characters and runs of whitespace become one space; trimmed; NULL -> ''."""
+    return F.trim(F.regexp_replace(F.coalesce(col, F.lit("")), r"[\p{Cc}\p{Cf}\p{Z}\s]+", " "))
+
+
+def speech_parser(fields: Sequence[str]):
+    """Arrow-batched UDF: raw JSON -> struct(text, error) (see tagger.speech)."""
+    fields = tuple(fields)
+
+    @pandas_udf("text string, error string")
+    def parse(raw: pd.Series) -> pd.DataFrame:
+        parsed = [parse_speech(None if pd.isna(r) else r, fields) for r in raw]
+        return pd.DataFrame(parsed, columns=["text", "error"], dtype=object)
+
+    return parse
+
+
+def dedupe_pool(pool: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """One row per itemid. Exact duplicate rows are merged (the team's SELECT DISTINCT); among
+    rows of one itemid that differ, the latest create_time wins and the others are quarantined."""
+    blank = F.col("itemid").isNull() | (F.trim("itemid") == "")
+    raw = _row_as_text("itemid", "title", "summary", "dtype", "create_time")
+    bad_ids = _quarantine(pool.filter(blank), F.col("itemid"), "pool", "item",
+                          F.when(F.col("itemid").isNull(), "null_itemid").otherwise("blank_itemid"), raw)
+    rank = Window.partitionBy("itemid").orderBy(F.col("create_time").desc_nulls_last(), "title", "summary", "dtype")
+    ranked = pool.filter(~blank).distinct().withColumn("_rank", F.row_number().over(rank))
+    kept = ranked.filter("_rank = 1").drop("_rank")
+    conflicts = _quarantine(ranked.filter("_rank > 1"), F.col("itemid"), "pool", "row",
+                            F.lit("duplicate_itemid_conflict: another row of this itemid with a later "
+                                  "create_time was used"), raw)
+    return kept, bad_ids.unionByName(conflicts)
+
+
+def latest_speech(rows: DataFrame, videos: DataFrame, source: str, fields: Sequence[str]) -> tuple[DataFrame, DataFrame]:
+    """Parse ASR/OCR rows of the run's videos; keep the latest usable row per video.
+
+    `rows`: id, video_id, raw, dt. `videos`: the run's video itemids (column itemid).
+    Returns (video_id, text) and the quarantine rows of the payloads that could not be parsed.
+    Rows of videos outside this run are ignored here: they are another day's concern.
+    """
+    parse = speech_parser(fields)
+    mine = rows.join(videos.select(F.col("itemid").alias("video_id")), "video_id", "left_semi")
+    parsed = mine.withColumn("_p", parse("raw"))
+    bad = _quarantine(parsed.filter(F.col("_p.error").isNotNull()), F.col("video_id"), source, "row",
+                      F.concat(F.lit(f"{source}_"), F.col("_p.error")), F.col("raw"))
+    usable = parsed.filter(F.col("_p.error").isNull() & F.col("_p.text").isNotNull())
+    newest = Window.partitionBy("video_id").orderBy(F.col("dt").desc(), F.col("id").desc())
+    latest = (usable.withColumn("_rank", F.row_number().over(newest)).filter("_rank = 1")
+              .select("video_id", F.col("_p.text").alias(f"{source}_text")))
+    return latest, bad
+
+
+def build_doc_text(title: Column, summary: Column, ocr: Column, asr: Column, text: TextConf) -> Column:
+    """title。summary。OCR。ASR, each cleaned and cut to its own budget (conf text.max_chars)."""
+    budget = text.max_chars
+    parts = [F.substring(clean_text(c), 1, budget[name])
+             for name, c in (("title", title), ("summary", summary), ("ocr", ocr), ("asr", asr))]
+    return F.concat_ws("。", F.filter(F.array(*parts), lambda p: p != ""))
+
+
+def normalize(pool: DataFrame, asr: DataFrame, ocr: DataFrame, text: TextConf) -> Normalized:
+    items, pool_bad = dedupe_pool(pool)
+    videos = items.filter(F.col("dtype") == VIDEO_DTYPE).select("itemid")
+    asr_text, asr_bad = latest_speech(asr, videos, "asr", text.speech_text_fields)
+    ocr_text, ocr_bad = latest_speech(ocr, videos, "ocr", text.speech_text_fields)
+    joined = (items
+              .join(asr_text.withColumnRenamed("video_id", "itemid"), "itemid", "left")
+              .join(ocr_text.withColumnRenamed("video_id", "itemid"), "itemid", "left")
+              .withColumn("doc_text", build_doc_text(F.col("title"), F.col("summary"), F.col("ocr_text"),
+                                                     F.col("asr_text"), text))
+              .withColumn("has_asr", F.col("asr_text").isNotNull())
+              .withColumn("has_ocr", F.col("ocr_text").isNotNull()))
+    empty = _quarantine(joined.filter(F.col("doc_text") == ""), F.col("itemid"), "pool", "item",
+                        F.lit("empty_text: title, summary, ASR and OCR are all empty"),
+                        _row_as_text("itemid", "title", "summary", "dtype", "create_time"))
+    usable = joined.filter(F.col("doc_text") != "").select(*ITEM_COLUMNS)
+    quarantine = pool_bad.unionByName(asr_bad).unionByName(ocr_bad).unionByName(empty)
+    return Normalized(items=usable, quarantine=quarantine)

@@ -1,0 +1,43 @@
+"""Build the SparkSession (an edge: only jobs/ and the CLI call this)."""
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from tagger.config import Config, tagger_home
+
+
+def embedded_catalog_conf() -> dict[str, str]:
+    """Warehouse and Derby metastore under $TAGGER_HOME: every session pointed there sees the same
+    tables. Derby allows one process at a time, so stop other sessions (or a Thrift Server) first."""
+    home = tagger_home()
+    return {
+        "spark.sql.warehouse.dir": str(home / "warehouse"),
+        "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true",
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={home}",
+    }
+
+
+def build_session(cfg: Config, app_name: str = "tagger") -> SparkSession:
+    # Workers must run the same interpreter (the project's virtualenv), not whatever python3 is on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name).enableHiveSupport()
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit: its --master wins there
+        builder = builder.master(cfg.spark.master)
+    conf = {
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.tagging.arrow_max_records_per_batch),
+        # Overwrite only the partitions written, via a staging directory renamed at commit.
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        "spark.sql.hive.convertMetastoreParquet": "true",
+    }
+    if cfg.spark.catalog == "embedded":
+        conf.update(embedded_catalog_conf())
+    conf.update(cfg.spark.conf)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

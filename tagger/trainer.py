@@ -1,0 +1,125 @@
+"""`tagger train`: build labelled examples from the warehouse and train every configured head.
+
+Examples use the job's own normalize step, so a model sees at training time exactly the
+doc_text it will see in the daily run (title, summary, OCR, ASR, same budgets).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import SparkSession
+
+from tagger.config import Config, ConfigError, HeadConf, tagger_home
+from tagger.extract import extract
+from tagger.normalize import normalize
+from tagger.sql_files import run_sql
+
+SPLITS = {"train": 0.8, "dev": 0.1, "test": 0.1}
+
+
+def labelled_examples(spark: SparkSession, cfg: Config, dates: list[str]) -> pd.DataFrame:
+    """itemid, doc_text, labels (true tag paths), pt for the given dates."""
+    frames = []
+    for date in dates:
+        sources = extract(spark, cfg, date)
+        items = normalize(sources.pool, sources.asr, sources.ocr, cfg.text).items
+        items.createOrReplaceTempView("tagger_training_items")
+        df = run_sql(spark, "training_examples", items_view="tagger_training_items",
+                     truth_table=cfg.tables.truth, run_date=date).toPandas()
+        frames.append(df.assign(pt=date))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def split_of(itemid: str) -> str:
+    """Stable split by a hash of the item id: the same item is in the same split on every run."""
+    bucket = int(hashlib.md5(itemid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "train" if bucket < SPLITS["train"] else "dev" if bucket < SPLITS["train"] + SPLITS["dev"] else "test"
+
+
+def head_targets(head: HeadConf, labels: list[str], truth: pd.Series) -> list[list[str]]:
+    """Per example, the head's labels it is a positive of (its true tag or a descendant)."""
+    paths = [f"{head.parent}/{label}" for label in labels]
+    return [[lab for lab, p in zip(labels, paths) if any(t == p or t.startswith(p + "/") for t in tags)]
+            for tags in truth]
+
+
+def resolve_labels(head: HeadConf, tag_paths: list[str]) -> list[str]:
+    if head.train.labels is not None:
+        return list(head.train.labels)
+    prefix = head.parent + "/"
+    children = [p[len(prefix):] for p in tag_paths if p.startswith(prefix) and "/" not in p[len(prefix):]]
+    if not children:
+        raise ConfigError(f"head '{head.name}': train.labels is 'children' but {head.parent} has no active "
+                          f"children in the tag dimension.")
+    return children
+
+
+def export_splits(examples: pd.DataFrame, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in examples.groupby("split"):
+        with open(out / f"{name}.jsonl", "w", encoding="utf-8") as fh:
+            for row in part.itertuples():
+                fh.write(json.dumps({"itemid": row.itemid, "text": row.doc_text, "labels": list(row.labels)},
+                                    ensure_ascii=False) + "\n")
+
+
+def train_all(spark: SparkSession, cfg: Config, dates: list[str], heads: list[str] | None = None,
+              log=print) -> dict[str, dict]:
+    """Train the configured heads (or those named) on `dates`; report on the held-out test split."""
+    from models.metrics import binarize, format_report, label_distribution, label_report
+    from models.artifact import load_head
+    from models.training import train_head
+
+    examples = labelled_examples(spark, cfg, dates)
+    if examples.empty:
+        raise ConfigError(f"No labelled examples for {dates[0]}..{dates[-1]} in {cfg.tables.truth}: "
+                          f"run `tagger seed` first (or pass dates that have data).")
+    examples["labels"] = examples["labels"].map(list)
+    examples["split"] = examples["itemid"].map(split_of)
+    export_splits(examples, tagger_home() / "data")
+    tag_paths = [r[0] for r in run_sql(spark, "extract_tag_dim", tag_dim_table=cfg.tables.tag_dim,
+                                       run_date=max(dates)).orderBy("id").select("tag_path_name").collect()]
+    log(f"{len(examples):,} labelled examples from {dates[0]}..{dates[-1]}: "
+        + ", ".join(f"{k} {v:,}" for k, v in examples["split"].value_counts().sort_index().items()))
+
+    reports: dict[str, dict] = {}
+    gate_positive: dict[str, np.ndarray] = {}
+    for head in cfg.heads:
+        if head.train is None or (heads and head.name not in heads):
+            continue
+        labels = resolve_labels(head, tag_paths)
+        targets = pd.Series(head_targets(head, labels, examples["labels"]), index=examples.index)
+        rows = examples.index.to_numpy() if head.gate_by is None else np.flatnonzero(gate_positive[head.gate_by])
+        gate_positive[head.name] = targets.map(lambda t: labels[0] in t).to_numpy()
+        part = examples.loc[rows]
+        split = {name: part[part["split"] == name] for name in SPLITS}
+        log(f"\n== head {head.name} ({head.train.arch}), {len(labels)} labels, {len(part):,} examples"
+            + (f" (true positives of {head.gate_by})" if head.gate_by else ""))
+        log(label_distribution(targets.loc[split["train"].index].tolist(), labels))
+        empty = [lab for lab in labels if not any(lab in t for t in targets.loc[split["train"].index])]
+        if empty:
+            log(f"WARNING: no positives in train for {empty}: these labels cannot be learned.")
+        staging = Path(head.path + ".training")
+        shutil.rmtree(staging, ignore_errors=True)
+        result = train_head(
+            arch=head.train.arch, head=head.name, labels=labels,
+            train_texts=split["train"]["doc_text"].tolist(), train_labels=targets.loc[split["train"].index].tolist(),
+            dev_texts=split["dev"]["doc_text"].tolist(), dev_labels=targets.loc[split["dev"].index].tolist(),
+            out_dir=str(staging), log=log, **head.train.options)
+        model = load_head(staging)
+        test = split["test"]
+        scores = model.predict_proba(test["doc_text"].tolist())
+        predicted = (scores >= np.asarray(model.spec.thresholds)) & np.asarray(model.spec.enabled)
+        report = label_report(binarize(targets.loc[test.index].tolist(), labels), predicted, labels)
+        log(f"-- {head.name} on the held-out test split ({len(test):,} items), thresholds from dev:")
+        log(format_report(report))
+        shutil.rmtree(head.path, ignore_errors=True)
+        staging.rename(head.path)  # swap in only a complete artifact
+        log(f"saved {head.path} ({result.seconds:.0f}s)")
+        reports[head.name] = report
+    return reports
