@@ -1,0 +1,82 @@
+"""normalize() on small hand-made DataFrames in a real SparkSession."""
+import json
+
+import pytest
+
+from tagger.config import TextConf
+from tagger.normalize import ITEM_COLUMNS, QUARANTINE_COLUMNS, normalize
+
+POOL = "itemid string, title string, summary string, relate_app_tag_id string, dtype string, " \
+       "recommend_grade string, gc string, create_time string"
+SPEECH = "id bigint, video_id string, raw string, dt string"
+TEXT = TextConf(max_chars={"title": 10, "summary": 20, "ocr": 15, "asr": 15}, speech_text_fields=("text",))
+
+
+def _pool(spark, rows):
+    full = [(i, t, s, "", d, "A", "PGC", c) for i, t, s, d, c in rows]
+    return spark.createDataFrame(full, POOL)
+
+
+def _norm(spark, pool_rows, asr_rows=(), ocr_rows=()):
+    result = normalize(_pool(spark, pool_rows), spark.createDataFrame(list(asr_rows), SPEECH),
+                       spark.createDataFrame(list(ocr_rows), SPEECH), TEXT)
+    items = {r["itemid"]: r.asDict() for r in result.items.collect()}
+    quarantine = [r.asDict() for r in result.quarantine.collect()]
+    assert result.items.columns == ITEM_COLUMNS and result.quarantine.columns == QUARANTINE_COLUMNS
+    return items, quarantine
+
+
+def test_latest_usable_speech_row_per_video_is_joined(spark):
+    asr = [
+        (1, "v1", json.dumps(["旧的一行"], ensure_ascii=False), "2024-01-05"),
+        (2, "v1", json.dumps([{"text": "最新一行"}], ensure_ascii=False), "2024-01-06"),
+        (3, "v1", '["broken', "2024-01-07"),  # newest but unusable: quarantined, older good row used
+        (4, "other", json.dumps(["不属于本次"], ensure_ascii=False), "2024-01-05"),
+    ]
+    ocr = [(9, "v1", json.dumps(["屏幕文字"], ensure_ascii=False), "2024-01-05")]
+    items, quarantine = _norm(spark, [("v1", "视频", "", "yichehao_video", "2024-01-05 10:00:00")], asr, ocr)
+    assert items["v1"]["doc_text"] == "视频。屏幕文字。最新一行"
+    assert items["v1"]["has_asr"] and items["v1"]["has_ocr"]
+    assert [(q["itemid"], q["source"], q["scope"], q["reason"].split(":")[0]) for q in quarantine] == \
+        [("v1", "asr", "row", "asr_malformed_json")]
+    assert quarantine[0]["raw_excerpt"] == '["broken'
+
+
+def test_speech_is_not_joined_to_articles(spark):
+    asr = [(1, "n1", json.dumps(["语音"], ensure_ascii=False), "2024-01-05")]
+    items, quarantine = _norm(spark, [("n1", "文章", "摘要", "yichehao_news", "2024-01-05 10:00:00")], asr)
+    assert items["n1"]["doc_text"] == "文章。摘要" and not items["n1"]["has_asr"]
+    assert quarantine == []
+
+
+def test_duplicates_merge_or_quarantine_and_null_ids_are_quarantined(spark):
+    rows = [
+        ("a", "标题", "摘要", "yichehao_news", "2024-01-05 08:00:00"),
+        ("a", "标题", "摘要", "yichehao_news", "2024-01-05 08:00:00"),  # exact duplicate: merged
+        ("b", "旧标题", "摘要", "yichehao_news", "2024-01-05 08:00:00"),
+        ("b", "新标题", "摘要", "yichehao_news", "2024-01-05 09:00:00"),  # latest wins
+        (None, "无id", "摘要", "yichehao_news", "2024-01-05 08:00:00"),
+        ("  ", "空id", "摘要", "yichehao_news", "2024-01-05 08:00:00"),
+    ]
+    items, quarantine = _norm(spark, rows)
+    assert sorted(items) == ["a", "b"]
+    assert items["b"]["doc_text"].startswith("新标题")
+    reasons = sorted(((q["itemid"] or "<null>"), q["scope"], q["reason"].split(":")[0]) for q in quarantine)
+    assert reasons == [("  ", "item", "blank_itemid"), ("<null>", "item", "null_itemid"),
+                       ("b", "row", "duplicate_itemid_conflict")]
+
+
+def test_doc_text_is_bounded_per_part_and_cleaned(spark):
+    title = "标题" * 50
+    summary = "a\u0000b\u200b\tc   d" + "摘" * 100
+    asr = [(1, "v", json.dumps(["语" * 1000], ensure_ascii=False), "2024-01-05")]
+    items, _ = _norm(spark, [("v", title, summary, "yichehao_video", "2024-01-05 08:00:00")], asr)
+    text = items["v"]["doc_text"]
+    assert text == "标题" * 5 + "。" + "a b c d" + "摘" * 13 + "。" + "语" * 15
+
+
+@pytest.mark.parametrize("title,summary", [(None, None), ("", "  \t "), ("\u0000", None)])
+def test_item_with_no_text_at_all_is_quarantined_as_an_item(spark, title, summary):
+    items, quarantine = _norm(spark, [("e", title, summary, "yichehao_news", "2024-01-05 08:00:00")])
+    assert items == {}
+    assert [(q["itemid"], q["scope"], q["reason"].split(":")[0]) for q in quarantine] == [("e", "item", "empty_text")]
