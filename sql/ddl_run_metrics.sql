@@ -12,7 +12,9 @@ CREATE TABLE IF NOT EXISTS IDENTIFIER(:table) (
   quarantine_reasons MAP<STRING, BIGINT>,
   stage_seconds MAP<STRING, DOUBLE>,
   model_version STRING,
-  rules_version STRING
+  rules_version STRING,
+  model_loads BIGINT COMMENT 'heads loaded, summed over Python workers (once per worker when healthy)',
+  python_workers BIGINT COMMENT 'distinct Python worker processes in the tag stage'
 )
 PARTITIONED BY (dt STRING)
 STORED AS PARQUET

@@ -19,7 +19,7 @@ from tagger.extract import check_inputs, extract
 from tagger.normalize import normalize
 from tagger.write import append_partition, ensure_tables, overwrite_partition
 from udfs.rules import load_rules
-from udfs.tagging import OUTPUT_SCHEMA, TaggerSpec, tag_partitions
+from udfs.tagging import OUTPUT_SCHEMA, LoadCounter, TaggerSpec, tag_partitions
 
 
 class InvariantError(RuntimeError):
@@ -41,6 +41,8 @@ class RunSummary:
     model_version: str = ""
     rules_version: str = ""
     disabled_labels: list[str] = field(default_factory=list)
+    model_loads: int = 0  # heads loaded, summed over Python workers
+    python_workers: int = 0  # distinct Python worker processes that tagged
 
     def format(self) -> str:
         lines = [
@@ -56,6 +58,7 @@ class RunSummary:
             lines.append(f"      {n:>7,}  {path}")
         if self.disabled_labels:
             lines.append("  labels switched off in their artifacts: " + ", ".join(self.disabled_labels))
+        lines.append(f"  models loaded {self.model_loads} times in {self.python_workers} Python worker(s)")
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
         lines.append(f"  seconds: {stages}")
         lines.append(f"  models: {self.model_version}   rules: {self.rules_version}")
@@ -134,8 +137,10 @@ def run_date(spark: SparkSession, cfg: Config, run_date: str) -> RunSummary:
     clock = _timed(stages, "extract_normalize", clock)
 
     partitions = cfg.tagging.partitions or spark.sparkContext.defaultParallelism
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.tagging.arrow_max_records_per_batch))
+    loads = LoadCounter(spark.sparkContext)
     tagged = (items.select("itemid", "dtype", "doc_text").repartition(partitions, "itemid")
-              .mapInPandas(tag_partitions(spec), OUTPUT_SCHEMA)
+              .mapInPandas(tag_partitions(spec, loads), OUTPUT_SCHEMA)
               .withColumn("model_version", F.lit(model_version))
               .withColumn("rules_version", F.lit(spec.rules.version))
               .withColumn("run_id", F.lit(run_id))
@@ -162,7 +167,8 @@ def run_date(spark: SparkSession, cfg: Config, run_date: str) -> RunSummary:
         run_date=run_date, run_id=run_id, items_selected=selected, items_tagged=n_tagged,
         items_with_tags=tagged.filter(F.size("tags") > 0).count(), items_quarantined=dropped_items,
         quarantine_rows=n_quarantine, tag_counts=tag_counts, quarantine_reasons=reasons,
-        model_version=model_version, rules_version=spec.rules.version, disabled_labels=disabled)
+        model_version=model_version, rules_version=spec.rules.version, disabled_labels=disabled,
+        model_loads=loads.models.value, python_workers=len(loads.workers.value))
     _timed(stages, "summary", clock)
     stages["total"] = round(time.perf_counter() - t0, 2)
     summary.stage_seconds = stages
@@ -178,6 +184,7 @@ def write_metrics(spark: SparkSession, cfg: Config, s: RunSummary, started_at: s
                items_selected=s.items_selected, items_tagged=s.items_tagged, items_with_tags=s.items_with_tags,
                items_quarantined=s.items_quarantined, quarantine_rows=s.quarantine_rows, tag_counts=s.tag_counts,
                quarantine_reasons=s.quarantine_reasons, stage_seconds=s.stage_seconds,
-               model_version=s.model_version, rules_version=s.rules_version)
+               model_version=s.model_version, rules_version=s.rules_version,
+               model_loads=s.model_loads, python_workers=s.python_workers)
     schema = spark.table(cfg.tables.metrics).drop("dt").schema
     append_partition(spark, spark.createDataFrame([row], schema), cfg.tables.metrics, s.run_date)

@@ -32,6 +32,7 @@ def build_session(cfg: Config, app_name: str = "tagger") -> SparkSession:
         # Overwrite only the partitions written, via a staging directory renamed at commit.
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.sql.hive.convertMetastoreParquet": "true",
+        "spark.ui.showConsoleProgress": "false",
     }
     if cfg.spark.catalog == "embedded":
         conf.update(embedded_catalog_conf())

@@ -13,10 +13,11 @@ DDL = {"output": "ddl_item_tags", "quarantine": "ddl_quarantine", "metrics": "dd
 
 def ensure_tables(spark: SparkSession, tables: Tables) -> None:
     """Create the output databases and tables if missing (DDL in sql/ddl_*.sql)."""
+    names = {attr: getattr(tables, attr) for attr in DDL}
+    for database in sorted({name.split(".")[0] for name in names.values()}):
+        run_sql(spark, "ddl_database", database=database)
     for attr, ddl in DDL.items():
-        name = getattr(tables, attr)
-        run_sql(spark, "ddl_database", database=name.split(".")[0])
-        run_sql(spark, ddl, table=name)
+        run_sql(spark, ddl, table=names[attr])
 
 
 def _insert(spark: SparkSession, df: DataFrame, table: str, dt: str, overwrite: bool) -> None:

@@ -15,6 +15,7 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
+from pyspark.accumulators import AccumulatorParam
 
 from tagger.config import HeadConf
 from udfs.rules import RuleSet
@@ -105,19 +106,44 @@ class Tagger:
 _WORKER_TAGGERS: dict[str, Tagger] = {}
 
 
-def get_tagger(spec: TaggerSpec) -> Tagger:
-    """The worker's Tagger for this spec, loading models on first use only."""
+def get_tagger(spec: TaggerSpec, loads=None) -> Tagger:
+    """The worker's Tagger for this spec, loading models on first use only.
+
+    `loads`, when given, is a LoadCounter: it records each model load and the worker's pid, so
+    the run's metrics can show models were loaded once per Python worker, not per batch.
+    """
     tagger = _WORKER_TAGGERS.get(spec.fingerprint)
     if tagger is None:
         tagger = _WORKER_TAGGERS[spec.fingerprint] = Tagger(spec)
+        if loads is not None:
+            loads.models.add(len(tagger.heads))
+    if loads is not None:
+        loads.workers.add({os.getpid()})
     return tagger
 
 
-def tag_partitions(spec: TaggerSpec):
+class _SetParam(AccumulatorParam):
+    def zero(self, value):
+        return set()
+
+    def addInPlace(self, a, b):
+        a |= b
+        return a
+
+
+class LoadCounter:
+    """Spark accumulators: model loads and distinct Python worker pids over one stage."""
+
+    def __init__(self, spark_context):
+        self.models = spark_context.accumulator(0)
+        self.workers = spark_context.accumulator(set(), _SetParam())
+
+
+def tag_partitions(spec: TaggerSpec, loads: LoadCounter | None = None):
     """A `mapInPandas` function over INPUT_COLUMNS producing OUTPUT_SCHEMA."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        tagger = get_tagger(spec)
+        tagger = get_tagger(spec, loads)
         for pdf in batches:
             yield tagger.tag(pdf[INPUT_COLUMNS])
 

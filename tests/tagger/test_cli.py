@@ -1,0 +1,55 @@
+"""The `tagger` CLI: usage errors before Spark starts, backfill order and stop, sql output."""
+import csv
+import io
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from tagger.cli import date_range, main
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "--date", "2024-13-01"], "not a date"),
+    (["run", "--date", "2024-01-05'; DROP TABLE x; --"], "not a date"),
+    (["run", "--date", "20240105"], "not a date"),
+    (["backfill", "--start", "2024-01-05", "--end", "2024-01-01"], "is after --end"),
+    (["sql", "DROP TABLE tagging.item_tags"], "read-only"),
+    (["sql", "SELECT 1; DROP TABLE tagging.item_tags"], "read-only"),
+])
+def test_usage_errors_come_before_spark(args, needle):
+    started = time.perf_counter()
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+    assert time.perf_counter() - started < 5  # no SparkSession was built
+
+
+def test_bad_config_exits_3_naming_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tables: {}\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["--config", str(bad), "run", "--date", "2024-01-05"])
+    assert result.exit_code == 3 and str(bad) in result.output and "tables.pool" in result.output
+
+
+def test_date_range_is_inclusive_and_ordered():
+    assert date_range("2024-02-28", "2024-03-01") == ["2024-02-28", "2024-02-29", "2024-03-01"]
+
+
+def test_backfill_runs_in_order_and_stops_at_the_first_failing_date(spark, cfg_path, trained):
+    # 2024-01-04 was never seeded: the backfill must stop there, naming it, and not run 2024-01-05.
+    result = CliRunner().invoke(main, ["--config", str(cfg_path), "backfill", "--start", "2024-01-02",
+                                       "--end", "2024-01-05"])
+    assert result.exit_code == 4, result.output
+    out = result.output
+    assert out.index("[1/4] 2024-01-02") < out.index("[2/4] 2024-01-03") < out.index("[3/4] 2024-01-04")
+    assert "[4/4]" not in out
+    assert "Backfill stopped at 2024-01-04" in out and "--start 2024-01-04 --end 2024-01-05" in out
+
+
+def test_sql_csv_prints_a_header_and_plain_rows(spark, cfg_path, trained):
+    spark.sql("CREATE OR REPLACE TEMP VIEW tiny AS SELECT * FROM VALUES ('a', 1), ('b', NULL) AS t(name, n)")
+    result = CliRunner().invoke(main, ["--config", str(cfg_path), "sql", "--format", "csv",
+                                       "SELECT name, n FROM tiny ORDER BY name"])
+    assert result.exit_code == 0, result.output
+    assert list(csv.reader(io.StringIO(result.output))) == [["name", "n"], ["a", "1"], ["b", ""]]
