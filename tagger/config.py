@@ -141,7 +141,8 @@ class _Reader:
         return value
 
 
-TRAIN_OPTIONS = {"epochs": int, "max_length": int, "lr": float, "batch_size": int, "size": str, "pos_weight": str}
+TRAIN_OPTIONS = {"epochs": int, "max_length": int, "lr": float, "batch_size": int, "size": str, "pos_weight": str,
+                 "patience": int, "seed": int}
 
 
 def _train_conf(t: _Reader) -> TrainConf:

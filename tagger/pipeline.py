@@ -154,8 +154,9 @@ def run_date(spark: SparkSession, cfg: Config, run_date: str) -> RunSummary:
             f"{run_date}: {selected} items selected but {n_tagged} tagged + {dropped_items} quarantined as items "
             f"(normalize produced {n_items}); nothing was written. This is a bug: please report it with the date.")
 
-    overwrite_partition(spark, tagged, cfg.tables.output, run_date)
-    overwrite_partition(spark, quarantine.withColumn("run_id", F.lit(run_id)), cfg.tables.quarantine, run_date)
+    overwrite_partition(spark, tagged, cfg.tables.output, run_date, empty=n_tagged == 0)
+    overwrite_partition(spark, quarantine.withColumn("run_id", F.lit(run_id)), cfg.tables.quarantine, run_date,
+                        empty=n_quarantine == 0)
     clock = _timed(stages, "write", clock)
 
     tag_counts = {r["tag_path"]: r["n"] for r in tagged.select(F.explode("tags").alias("t"))

@@ -25,17 +25,31 @@ def _insert(spark: SparkSession, df: DataFrame, table: str, dt: str, overwrite: 
     columns = [f.name for f in spark.table(table).schema.fields if f.name != "dt"]
     view = f"tagger_staging_{uuid.uuid4().hex[:12]}"
     df.select(*columns).createOrReplaceTempView(view)
+    # A *dynamic* partition insert: Spark writes into <table>/.spark-staging-<job>/ and swaps the
+    # dt directory in at commit. A static `PARTITION (dt = :dt)` overwrite would delete the old
+    # partition before writing, so a failed run would leave it empty or half-written.
+    spark.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic")
     verb = "INSERT OVERWRITE TABLE" if overwrite else "INSERT INTO TABLE"
     try:
-        spark.sql(f"{verb} IDENTIFIER(:table) PARTITION (dt = :dt) SELECT * FROM IDENTIFIER(:view)",
+        spark.sql(f"{verb} IDENTIFIER(:table) PARTITION (dt) SELECT *, :dt AS dt FROM IDENTIFIER(:view)",
                   args={"table": table, "dt": dt, "view": view})
     finally:
         spark.catalog.dropTempView(view)
 
 
-def overwrite_partition(spark: SparkSession, df: DataFrame, table: str, dt: str) -> None:
-    """Replace partition dt of table with df; other partitions are untouched. Spark writes to a
-    staging directory and swaps it in at commit, so a failed write leaves the old partition."""
+def overwrite_partition(spark: SparkSession, df: DataFrame, table: str, dt: str, empty: bool = False) -> None:
+    """Replace partition dt of table with df; other partitions are untouched. A failure before
+    Spark's commit leaves the old partition as it was.
+
+    `empty=True` (the caller knows df has no rows): a dynamic insert of nothing replaces nothing,
+    so the old partition is dropped and an empty one added; an empty partition still tells
+    downstream readers that the day was processed.
+    """
+    if empty:
+        args = {"table": table, "dt": dt}
+        spark.sql("ALTER TABLE IDENTIFIER(:table) DROP IF EXISTS PARTITION (dt = :dt)", args=args)
+        spark.sql("ALTER TABLE IDENTIFIER(:table) ADD IF NOT EXISTS PARTITION (dt = :dt)", args=args)
+        return
     _insert(spark, df, table, dt, overwrite=True)
 
 
