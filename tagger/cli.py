@@ -1,7 +1,8 @@
 """`tagger`: the command line of the daily tagging job.
 
 Exit codes a scheduler can act on: 0 done; 2 bad usage (nothing ran); 3 bad configuration or
-model artifact (fix it, then rerun); 4 an input is missing (retry later); 1 anything else.
+model artifact (fix it, then rerun); 4 an input is missing (retry later); 5 another run holds the
+same table and date, or the embedded metastore (retry later); 1 anything else.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tagger.config import ConfigError, load_config
 DEMO_START, DEMO_DAYS, DEMO_ITEMS = "2024-01-01", 5, 100_000
 DEMO_DATE = "2024-01-05"  # the last seeded day; the models train on the days before it
 READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN)\b", re.IGNORECASE)
-EXIT_CONFIG, EXIT_MISSING_INPUT = 3, 4
+EXIT_CONFIG, EXIT_MISSING_INPUT, EXIT_LOCKED = 3, 4, 5
 
 
 def parse_date(value: str, name: str = "date") -> str:
@@ -65,6 +66,7 @@ def _guarded(fn):
     """Turn the job's known failures into one clear line and an exit code, not a traceback."""
     from models.artifact import ArtifactError
     from tagger.extract import MissingInputError
+    from tagger.run_lock import RunLockedError
 
     try:
         return fn()
@@ -74,6 +76,18 @@ def _guarded(fn):
     except MissingInputError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_MISSING_INPUT)
+    except RunLockedError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_LOCKED)
+    except Exception as exc:
+        if "Another instance of Derby may have already booted" not in str(exc):
+            raise
+        from tagger.config import tagger_home
+
+        click.echo(f"Error: the embedded metastore {tagger_home() / 'metastore_db'} is in use by another "
+                   f"process (a tagger command or a Thrift Server on the same TAGGER_HOME). Derby allows one "
+                   f"process at a time: wait for it to finish, or use another TAGGER_HOME.", err=True)
+        sys.exit(EXIT_LOCKED)
 
 
 @click.group(help=__doc__)
@@ -135,7 +149,8 @@ def seed(ctx: click.Context, items: int, start: str, days: int, seed: int) -> No
     cfg = _config(ctx)
     from tagger.demo.seed import seed as seed_demo
 
-    seed_demo(_session(cfg, "tagger-seed"), cfg, items, start, days, seed=seed, log=click.echo)
+    spark = _session(cfg, "tagger-seed")
+    _guarded(lambda: seed_demo(spark, cfg, items, start, days, seed=seed, log=click.echo))
 
 
 @main.command(help="Train the configured model heads from labelled data in the warehouse (the demo's "
@@ -201,12 +216,15 @@ def sql(ctx: click.Context, query: str, fmt: str, limit: int) -> None:
                                  param_hint="QUERY")
     cfg = _config(ctx)
     spark = _session(cfg, "tagger-sql")
-    df = spark.sql(query.strip().rstrip(";"))
-    rows = df.limit(limit).collect()
+    _guarded(lambda: _print_query(spark, query.strip().rstrip(";"), fmt, limit))
+
+
+def _print_query(spark, query: str, fmt: str, limit: int) -> None:
+    df = spark.sql(query)
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(df.columns)
-        writer.writerows([_plain(v) for v in row] for row in rows)
+        writer.writerows([_plain(v) for v in row] for row in df.limit(limit).collect())
     else:
         df.show(n=limit, truncate=80)
 

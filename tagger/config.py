@@ -90,6 +90,8 @@ class Config:
     gate_head: str
     heads: tuple[HeadConf, ...]
     tagging: TaggingConf
+    lock_dir: str
+    lock_stale_after_hours: float
     spark: SparkConf
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
@@ -222,6 +224,10 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     if gate_head not in known:
         root.fail("gate_head", f"'{gate_head}' is not one of the heads {known}")
 
+    lk = root.section("run_lock")
+    stale = lk.get("stale_after_hours", (int, float))
+    if stale <= 0:
+        lk.fail("stale_after_hours", f"must be > 0, got {stale}")
     tg = root.section("tagging")
     sp = root.section("spark")
     catalog = sp.get("catalog", str)
@@ -244,6 +250,8 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
             partitions=tg.auto_or_int("partitions"),
             torch_threads=tg.auto_or_int("torch_threads"),
         ),
+        lock_dir=expand(lk.get("dir", str), conf_dir),
+        lock_stale_after_hours=float(stale),
         spark=SparkConf(catalog=catalog, master=sp.get("master", str), conf=spark_conf),
         raw=root.data,
     )

@@ -22,6 +22,7 @@ QUARANTINE_COLUMNS = ["itemid", "source", "scope", "reason", "raw_excerpt"]
 ITEM_COLUMNS = ["itemid", "dtype", "doc_text", "has_asr", "has_ocr"]
 EXCERPT_CHARS = 200
 VIDEO_DTYPE = "yichehao_video"  # the only dtype whose items have ASR/OCR rows (DOMAIN.md)
+CREATE_TIME = r"^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}:\d{2}(\.\d+)?)?$"
 
 
 @dataclass
@@ -111,9 +112,14 @@ def normalize(pool: DataFrame, asr: DataFrame, ocr: DataFrame, text: TextConf) -
                                                      F.col("asr_text"), text))
               .withColumn("has_asr", F.col("asr_text").isNotNull())
               .withColumn("has_ocr", F.col("ocr_text").isNotNull()))
+    # The team's filter compares create_time as a string, so 'garbage' >= '2024-01-05' selects a
+    # row: it is tagged like any selected item, and flagged here for the source's owners.
+    odd_time = _quarantine(items.filter(~F.col("create_time").rlike(CREATE_TIME)), F.col("itemid"), "pool", "row",
+                           F.lit("malformed_create_time: not yyyy-MM-dd HH:mm:ss; the item was tagged"),
+                           _row_as_text("itemid", "create_time"))
     empty = _quarantine(joined.filter(F.col("doc_text") == ""), F.col("itemid"), "pool", "item",
                         F.lit("empty_text: title, summary, ASR and OCR are all empty"),
                         _row_as_text("itemid", "title", "summary", "dtype", "create_time"))
     usable = joined.filter(F.col("doc_text") != "").select(*ITEM_COLUMNS)
-    quarantine = pool_bad.unionByName(asr_bad).unionByName(ocr_bad).unionByName(empty)
+    quarantine = pool_bad.unionByName(odd_time).unionByName(asr_bad).unionByName(ocr_bad).unionByName(empty)
     return Normalized(items=usable, quarantine=quarantine)

@@ -16,7 +16,9 @@ from pyspark.sql import functions as F
 
 from tagger.config import Config, ConfigError
 from tagger.extract import check_inputs, extract
+from tagger.failpoints import failpoint
 from tagger.normalize import normalize
+from tagger.run_lock import run_lock
 from tagger.write import append_partition, ensure_tables, overwrite_partition
 from udfs.rules import load_rules
 from udfs.tagging import OUTPUT_SCHEMA, LoadCounter, TaggerSpec, tag_partitions
@@ -99,7 +101,8 @@ def build_spec(cfg: Config, tag_index: dict[str, tuple[int, str]], tag_dim_table
             + "; ".join(missing) + f". Fix: add them to the tag dimension, correct the rule in {cfg.rules_path}, "
             f"the head's parent in {cfg.source}, or switch the label off in its artifact's tagger_head.json.")
     spec = TaggerSpec(heads=cfg.heads, gate_head=cfg.gate_head, rules=rules, tag_index=tag_index,
-                      batch_size=cfg.tagging.batch_size, torch_threads=torch_threads)
+                      batch_size=cfg.tagging.batch_size, torch_threads=torch_threads,
+                      fail_after_batches=failpoint("tag_after_batches"))
     return spec, ";".join(versions), disabled
 
 
@@ -115,7 +118,13 @@ def _timed(stages: dict[str, float], name: str, started: float) -> float:
     return now
 
 
-def run_date(spark: SparkSession, cfg: Config, run_date: str) -> RunSummary:
+def run_date(spark: SparkSession, cfg: Config, run_date: str, log=print) -> RunSummary:
+    """Tag one date, holding the run lock of (output table, date) throughout."""
+    with run_lock(spark, cfg.lock_dir, cfg.tables.output, run_date, cfg.lock_stale_after_hours, log=log):
+        return _run_locked(spark, cfg, run_date)
+
+
+def _run_locked(spark: SparkSession, cfg: Config, run_date: str) -> RunSummary:
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     stages: dict[str, float] = {}
     t0 = clock = time.perf_counter()

@@ -6,6 +6,7 @@ import uuid
 from pyspark.sql import DataFrame, SparkSession
 
 from tagger.config import Tables
+from tagger.failpoints import failpoint, stall_after_first_batch
 from tagger.sql_files import run_sql
 
 DDL = {"output": "ddl_item_tags", "quarantine": "ddl_quarantine", "metrics": "ddl_run_metrics"}
@@ -24,7 +25,11 @@ def _insert(spark: SparkSession, df: DataFrame, table: str, dt: str, overwrite: 
     # Select the table's columns by name, in the table's order: INSERT matches by position.
     columns = [f.name for f in spark.table(table).schema.fields if f.name != "dt"]
     view = f"tagger_staging_{uuid.uuid4().hex[:12]}"
-    df.select(*columns).createOrReplaceTempView(view)
+    df = df.select(*columns)
+    stall = failpoint("write_stall_seconds")
+    if stall and overwrite:
+        df = df.mapInPandas(stall_after_first_batch(stall), df.schema)
+    df.createOrReplaceTempView(view)
     # A *dynamic* partition insert: Spark writes into <table>/.spark-staging-<job>/ and swaps the
     # dt directory in at commit. A static `PARTITION (dt = :dt)` overwrite would delete the old
     # partition before writing, so a failed run would leave it empty or half-written.

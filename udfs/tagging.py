@@ -38,6 +38,9 @@ class TaggerSpec:
     batch_size: int = 64
     torch_threads: int | None = None
     device: str | None = None  # None: cuda when available, else cpu
+    # Fault injection for the reliability tests (env TAGGER_FAILPOINT=tag_after_batches:N):
+    # each task raises after tagging N batches. Never set in production.
+    fail_after_batches: int | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -144,7 +147,9 @@ def tag_partitions(spec: TaggerSpec, loads: LoadCounter | None = None):
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         tagger = get_tagger(spec, loads)
-        for pdf in batches:
+        for done, pdf in enumerate(batches):
+            if spec.fail_after_batches is not None and done >= spec.fail_after_batches:
+                raise RuntimeError(f"TAGGER_FAILPOINT: injected failure after {done} batches")
             yield tagger.tag(pdf[INPUT_COLUMNS])
 
     return run

@@ -1,0 +1,33 @@
+"""Fault injection for the reliability tests, switched on by one environment variable:
+
+    TAGGER_FAILPOINT=tag_after_batches:N    each tag task raises after N Arrow batches
+    TAGGER_FAILPOINT=write_stall_seconds:S  the output write stalls S seconds inside its Spark
+                                            job (files half-written in staging), so a test can
+                                            kill the driver mid-write
+
+Read on the driver only. Never set in production.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Iterator
+
+import pandas as pd
+
+
+def failpoint(name: str) -> int | None:
+    point, _, value = os.environ.get("TAGGER_FAILPOINT", "").partition(":")
+    return int(value) if point == name and value.isdigit() else None
+
+
+def stall_after_first_batch(seconds: int):
+    """A mapInPandas identity that passes one batch on, then sleeps."""
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for i, pdf in enumerate(batches):
+            yield pdf
+            if i == 0:
+                time.sleep(seconds)
+
+    return run

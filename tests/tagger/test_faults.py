@@ -1,0 +1,114 @@
+"""Faults mid-run, reruns and concurrent runs: the partition is never half-written, nothing is lost."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from pyspark.testing import assertDataFrameEqual
+
+from conftest import REPO, RUN_DATE, TRAIN_DATES, write_config
+from tagger.config import load_config
+from tagger.pipeline import run_date
+from test_pipeline import partition
+
+
+def frozen(spark, table, day):
+    """The partition's rows, detached from the table (a later overwrite cannot change them)."""
+    df = partition(spark, table, day)
+    return spark.createDataFrame(df.toPandas(), df.schema)
+
+
+def test_a_failure_inside_tagging_leaves_the_partition_and_a_rerun_completes(spark, trained, tagger_home,
+                                                                              monkeypatch):
+    cfg = load_config(write_config(tagger_home, "faults.yaml",
+                                   lambda raw: raw["tagging"].update(arrow_max_records_per_batch=50)))
+    run_date(spark, cfg, RUN_DATE)
+    before = frozen(spark, cfg.tables.output, RUN_DATE)
+    runs_before = partition(spark, cfg.tables.metrics, RUN_DATE).count()
+
+    monkeypatch.setenv("TAGGER_FAILPOINT", "tag_after_batches:2")
+    with pytest.raises(Exception, match="TAGGER_FAILPOINT"):
+        run_date(spark, cfg, RUN_DATE)
+    assertDataFrameEqual(partition(spark, cfg.tables.output, RUN_DATE), before)
+    assert partition(spark, cfg.tables.metrics, RUN_DATE).count() == runs_before
+
+    monkeypatch.delenv("TAGGER_FAILPOINT")
+    summary = run_date(spark, cfg, RUN_DATE)  # the failed run released its lock
+    after = partition(spark, cfg.tables.output, RUN_DATE)
+    assertDataFrameEqual(after, before)
+    assert after.count() == after.select("itemid").distinct().count() == summary.items_tagged
+
+
+def test_the_same_backfill_range_twice_gives_identical_partitions(spark, cfg, trained):
+    first = {}
+    for day in TRAIN_DATES:
+        run_date(spark, cfg, day)
+        first[day] = frozen(spark, cfg.tables.output, day)
+    for day in TRAIN_DATES:
+        run_date(spark, cfg, day)
+    for day in TRAIN_DATES:
+        assertDataFrameEqual(partition(spark, cfg.tables.output, day), first[day])
+
+
+def _read_partition(home: Path, day: str) -> pd.DataFrame:
+    directory = home / "warehouse" / "tagging.db" / "item_tags" / f"dt={day}"
+    df = pq.read_table(directory).to_pandas()
+    return df[["itemid", "tag_ids", "gate_score", "run_id"]].sort_values("itemid").reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_driver_killed_mid_write_and_a_concurrent_run(tmp_path, tagger_home, trained):
+    """Run A stalls inside its write and is killed with SIGKILL; run B, started while A holds the
+    date, refuses naming A; run C takes over A's dead lock and writes the complete partition."""
+    day = "2024-05-01"
+    home = tmp_path / "home"
+    shutil.copytree(tagger_home / "models", home / "models")
+    config = write_config(tmp_path)
+    bin_dir = Path(sys.executable).parent
+    env = dict(os.environ, TAGGER_HOME=str(home), PYSPARK_PYTHON=sys.executable)
+    env.pop("TAGGER_FAILPOINT", None)
+    tagger = [str(bin_dir / "tagger"), "--config", str(config)]
+
+    def run(*args, extra_env=None, expect=0):
+        done = subprocess.run([*tagger, *args], cwd=REPO, env={**env, **(extra_env or {})},
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == expect, f"{args}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        return done.stdout + done.stderr
+
+    run("seed", "--items", "2000", "--start", day, "--days", "1")
+    run("run", "--date", day)
+    baseline = _read_partition(home, day)
+    assert len(baseline) > 1800 and baseline["itemid"].is_unique
+
+    table_dir = home / "warehouse" / "tagging.db" / "item_tags"
+    a = subprocess.Popen([*tagger, "run", "--date", day], cwd=REPO, start_new_session=True,
+                         env={**env, "TAGGER_FAILPOINT": "write_stall_seconds:300"},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not list(table_dir.glob(".spark-staging-*/**/*.parquet")):
+            assert a.poll() is None, "run A ended before its write stalled"
+            assert time.time() < deadline, "run A never reached its write"
+            time.sleep(0.2)
+        refused = run("run", "--date", day, expect=5)
+        assert f"pid {a.pid}" in refused and "Another run is writing tagging.item_tags" in refused
+    finally:
+        os.killpg(a.pid, signal.SIGKILL)
+        a.wait()
+
+    pd.testing.assert_frame_equal(_read_partition(home, day), baseline)  # A's half-written files are not in
+
+    resumed = run("run", "--date", day)
+    assert "taking over the lock" in resumed
+    pd.testing.assert_frame_equal(_read_partition(home, day), baseline)  # complete, no duplicates
+    counted = run("sql", "--format", "csv", f"SELECT count(*) AS n, count(DISTINCT itemid) AS d "
+                                            f"FROM tagging.item_tags WHERE dt = '{day}'")
+    assert f"{len(baseline)},{len(baseline)}" in counted
