@@ -229,6 +229,16 @@ def _print_query(spark, query: str, fmt: str, limit: int) -> None:
         df.show(n=limit, truncate=80)
 
 
+def _register_extensions() -> None:
+    """Commands that live in their own modules."""
+    from tagger.bench import bench_command
+
+    main.add_command(bench_command)
+
+
+_register_extensions()
+
+
 def _plain(value):
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(str(_plain(v)) for v in value) + "]"

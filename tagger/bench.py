@@ -1,0 +1,748 @@
+"""`tagger bench`: items/s of the job's tagging stage against a plain-Python ceiling and the usual
+Spark alternatives, on the same generated texts and the same model weights.
+
+Variants (every one does the model work on the same texts, loaded from the same artifacts):
+
+* ``raw``: `udfs.tagging.Tagger.tag` in the driver process, no Spark, on consecutive chunks of
+  `spark.sql.execution.arrow.maxRecordsPerBatch` rows: rules + gate + multi-label heads on
+  gated rows + tag ids, exactly the per-batch work of the job, with as many torch threads as the
+  job's concurrent tasks use in all. This is the ceiling: the job's own code without Spark.
+  Model loading is included (once), as in the job.
+* ``raw_models_only`` (extra): the heads' `predict_proba` on the whole list at once with the same
+  cascade, no rules and no tag building, models already loaded: what the models alone cost.
+* ``job``: ``repartition(partitions, itemid).mapInPandas(tag_partitions(spec), OUTPUT_SCHEMA)``
+  as in `tagger.pipeline.run_date`, from a cached input DataFrame to a persisted, counted result
+  (the pipeline's own sink). Model loading in each Python worker is included; a small untimed
+  warm-up job runs first so that JVM start-up and code generation are not counted.
+* ``spark_overhead`` (extra): the same stage with a function that returns empty tags without
+  touching a model: the cost of shuffle + Arrow + Python workers + sink on these rows.
+* ``predict_batch_udf``: `pyspark.ml.functions.predict_batch_udf` whose predict function runs
+  every head on every row (no cascade), batch_size = the job's batch size.
+* ``row_udf``: a plain per-row Python UDF (the cascade on one text at a time, models cached in a
+  module global once per worker), on a subset of items (floor).
+* ``pandas_udf_reload``: a scalar pandas UDF that loads the heads for every Arrow batch, on the
+  same subset (floor).
+
+Peak memory: VmHWM of the Spark Python worker processes (read from /proc in local mode; the
+peak is reset with /proc/<pid>/clear_refs before each variant), and of the driver for ``raw``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import pandas as pd
+from pyspark.accumulators import AccumulatorParam
+
+REQUIRED_KEYS = ("raw_items_per_s", "job_items_per_s", "predict_batch_udf_items_per_s", "row_udf_items_per_s",
+                 "pandas_udf_reload_items_per_s", "peak_worker_rss_mb")
+TARGETS = {"job_over_raw": 0.9, "job_over_predict_batch_udf": 1.3, "job_over_row_udf": 20.0}
+BENCH_START_DATE = "2024-01-01"
+BERT_GATE_SHARE = 0.15  # DOMAIN.md: 新车资讯 is 10-20% of items; random weights decide nothing by themselves
+SELECTED_FILTER_DTYPES = ("news", "yichehao_news", "yichehao_video")
+MACHINE_GC = ("AGC-XIAOYI", "AGC-XIAOSHA")
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: generated texts, the tag index, the spec
+# ---------------------------------------------------------------------------------------------
+def _clean(text) -> str:
+    # Same intent as tagger.normalize.clean_text: control/format chars and whitespace runs -> one space.
+    if not isinstance(text, str):
+        return ""
+    return re.sub(r"[\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202f\u2060-\u206f\ufeff]+", " ", text).strip()
+
+
+def bench_items(n_items: int, budgets: dict[str, int], seed: int = 7):
+    """The generator's selected items as the job's input rows (itemid, dtype, doc_text), plus the
+    generated tag dimension. doc_text is title。summary cut to the configured budgets, like the
+    job's doc_text for items without ASR/OCR."""
+    from tagger.demo.generator import generate
+
+    data = generate(n_items, BENCH_START_DATE, 1, seed=seed)
+    pool = data.pool
+    keep = (pool["itemid"].notna() & pool["dtype"].isin(SELECTED_FILTER_DTYPES)
+            & (pool["recommend_grade"] != "Z") & ~pool["gc"].isin(MACHINE_GC)
+            & (pool["create_time"] >= pool["pt"]))
+    pool = (pool[keep].sort_values(["itemid", "create_time"], kind="mergesort")
+            .drop_duplicates("itemid", keep="last").reset_index(drop=True))
+    titles = [_clean(t)[:budgets.get("title", 100)] for t in pool["title"]]
+    summaries = [_clean(s)[:budgets.get("summary", 300)] for s in pool["summary"]]
+    texts = ["。".join(p for p in parts if p) for parts in zip(titles, summaries)]
+    items = pd.DataFrame({"itemid": pool["itemid"].astype(str), "dtype": pool["dtype"].astype(str),
+                          "doc_text": texts})
+    items = items[items["doc_text"] != ""].reset_index(drop=True)
+    return items, data.tag_dim
+
+
+def tag_index_of(tag_dim: pd.DataFrame) -> dict[str, tuple[int, str]]:
+    """Same as tagger.pipeline.load_tag_index over extract_tag_dim.sql, on a pandas tag dimension."""
+    td = tag_dim[(tag_dim["tag_type_name"] == "内容标签") & (tag_dim["status"] == 1)]
+    if "dt" in td.columns and len(td):
+        td = td[td["dt"] == td["dt"].max()]
+    index: dict[str, tuple[int, str]] = {}
+    for row in td.sort_values("id").itertuples():
+        index.setdefault(str(row.tag_path_name).strip("/"), (int(row.id), str(row.tag_name)))
+    return index
+
+
+def head_labels(head, tag_index: dict[str, tuple[int, str]]) -> list[str]:
+    """A head's labels as `tagger train` resolves them (train.labels, or the parent's children)."""
+    if head.train is not None and head.train.labels is not None:
+        return list(head.train.labels)
+    prefix = head.parent + "/"
+    return [p[len(prefix):] for p in tag_index if p.startswith(prefix) and "/" not in p[len(prefix):]]
+
+
+def build_bert_heads(cfg, out_dir: Path, texts: list[str], tag_index, max_length: int, gate_share: float,
+                     log) -> tuple:
+    """Random-weight BERT-base artifacts for every configured head (labels as configured), the gate
+    threshold set so that `gate_share` of a text sample passes (random weights pass all or nothing
+    at 0.5, which would make the cascade meaningless for speed)."""
+    from models.artifact import load_head, read_spec, write_spec
+    from models.training import build_random_bert_head
+
+    heads = []
+    for head in cfg.heads:
+        path = out_dir / head.name
+        labels = head_labels(head, tag_index)
+        if not (path / "tagger_head.json").is_file():
+            started = time.perf_counter()
+            build_random_bert_head(path, labels, texts, size="bert-base", max_length=max_length, head=head.name,
+                                   seed=len(heads))
+            log(f"built random BERT-base head {head.name} ({len(labels)} labels) in {path} "
+                f"({time.perf_counter() - started:.1f}s)")
+        heads.append(dataclasses.replace(head, path=str(path)))
+    gate = next(h for h in heads if h.name == cfg.gate_head)
+    spec = read_spec(gate.path)
+    if gate_share and not spec.extra.get("bench_gate_share"):
+        sample = texts[:256]
+        scores = np.round(load_head(gate.path).predict_proba(sample, batch_size=64)[:, 0].astype(np.float64), 4)
+        threshold = float(np.quantile(scores, 1.0 - gate_share, method="higher"))
+        spec.thresholds = [threshold] + list(spec.thresholds[1:])
+        spec.extra["bench_gate_share"] = gate_share
+        write_spec(gate.path, spec)
+        log(f"gate threshold {threshold:.4f}: {np.mean(scores >= threshold):.1%} of a {len(sample)}-text sample "
+            f"passes (target {gate_share:.0%})")
+    return tuple(heads)
+
+
+# ---------------------------------------------------------------------------------------------
+# Python worker memory, read from /proc (local mode: the workers are descendants of the JVM)
+# ---------------------------------------------------------------------------------------------
+def _ppid_map() -> dict[int, int]:
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    stat = fh.read()
+                parents[int(entry)] = int(stat[stat.rindex(b")") + 2:].split()[1])
+            except (OSError, ValueError):
+                continue
+    return parents
+
+
+def _jvm_pid(spark) -> int:
+    proc = getattr(getattr(spark.sparkContext, "_gateway", None), "proc", None)
+    return proc.pid if proc is not None else os.getppid()  # under spark-submit the JVM is our parent
+
+
+def worker_pids(spark) -> list[int]:
+    """Spark Python worker (and daemon) processes of this application's JVM."""
+    if not os.path.isdir("/proc"):
+        return []
+    parents = _ppid_map()
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    found, stack = [], [_jvm_pid(spark)]
+    while stack:
+        pid = stack.pop()
+        for child in children.get(pid, []):
+            stack.append(child)
+            try:
+                with open(f"/proc/{child}/cmdline", "rb") as fh:
+                    cmd = fh.read()
+            except OSError:
+                continue
+            if child != os.getpid() and b"pyspark" in cmd:
+                found.append(child)
+    return found
+
+
+def _vm_hwm_kb(pid: int | str = "self") -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _reset_peak(pid: int | str = "self") -> None:
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as fh:
+            fh.write("5")  # Linux >= 4.0: reset VmHWM to the current RSS
+    except OSError:
+        pass
+
+
+def _worker_peak_mb(pids: list[int]) -> float:
+    return round(max([_vm_hwm_kb(p) for p in pids] or [0]) / 1024, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Functions shipped to the Python workers (module level: pickled by reference)
+# ---------------------------------------------------------------------------------------------
+class ListParam(AccumulatorParam):
+    """Accumulates lists (per-partition statistics from the workers)."""
+
+    def zero(self, value):
+        return []
+
+    def addInPlace(self, a, b):
+        return list(a) + list(b)
+
+
+def instrumented_tag_partitions(spec, stats):
+    """`tag_partitions(spec)` with per-partition timings sent back in an accumulator: rows, time
+    waiting for input batches, time in the Tagger (incl. model load), time waiting on the consumer."""
+    from udfs.tagging import tag_partitions
+
+    run = tag_partitions(spec)
+
+    def wrapped(batches):
+        import udfs.tagging as tagging  # the worker's module state, not a pickled copy of it
+
+        t_start = time.perf_counter()
+        cached = spec.fingerprint in tagging._WORKER_TAGGERS
+        tagger = tagging.get_tagger(spec)  # what run() does first; timed here: imports + model load
+        acc = {"rows": 0, "batches": 0, "startup_s": time.perf_counter() - t_start, "input_s": 0.0,
+               "compute_s": 0.0, "output_s": 0.0, "first_output_s": None}
+
+        def timed_input():
+            it = iter(batches)
+            while True:
+                t = time.perf_counter()
+                try:
+                    pdf = next(it)
+                except StopIteration:
+                    acc["input_s"] += time.perf_counter() - t
+                    return
+                acc["input_s"] += time.perf_counter() - t
+                acc["rows"] += len(pdf)
+                acc["batches"] += 1
+                yield pdf
+
+        out = run(timed_input())
+        while True:
+            t = time.perf_counter()
+            try:
+                result = next(out)
+            except StopIteration:
+                acc["compute_s"] += time.perf_counter() - t
+                break
+            acc["compute_s"] += time.perf_counter() - t
+            if acc["first_output_s"] is None:
+                acc["first_output_s"] = time.perf_counter() - t_start
+            t = time.perf_counter()
+            yield result
+            acc["output_s"] += time.perf_counter() - t
+        acc.update(pid=os.getpid(), wall_s=time.perf_counter() - t_start, models_were_cached=cached,
+                   load_s=0.0 if cached else tagger.load_seconds)
+        acc["compute_s"] -= acc["input_s"]  # the Tagger pulls its input inside next(out)
+        stats.add([acc])
+
+    return wrapped
+
+
+def empty_tags_partitions():
+    """Same input and output schema as the tagging stage, no model: Spark's own cost."""
+
+    def run(batches):
+        for pdf in batches:
+            n = len(pdf)
+            yield pd.DataFrame({"itemid": pdf["itemid"].to_numpy(), "dtype": pdf["dtype"].to_numpy(),
+                                "gate_score": np.full(n, np.nan), "tags": [[] for _ in range(n)],
+                                "tag_ids": [""] * n})
+
+    return run
+
+
+_BENCH_HEADS: dict[str, list] = {}  # spec fingerprint -> [(HeadConf, LoadedHead)], once per worker
+
+
+def bench_heads(spec) -> list:
+    heads = _BENCH_HEADS.get(spec.fingerprint)
+    if heads is None:
+        import torch
+
+        from models.artifact import load_head
+
+        if spec.torch_threads:
+            torch.set_num_threads(spec.torch_threads)
+        heads = _BENCH_HEADS[spec.fingerprint] = [(c, load_head(c.path, device=spec.device)) for c in spec.heads]
+    return heads
+
+
+def make_predict_fn_factory(spec):
+    """make_predict_fn for predict_batch_udf: every head on every row, one struct field per head."""
+
+    def make_predict_fn():
+        heads = bench_heads(spec)
+
+        def predict(texts: np.ndarray) -> dict[str, np.ndarray]:
+            values = texts.tolist()
+            return {conf.name: head.predict_proba(values, batch_size=spec.batch_size) for conf, head in heads}
+
+        return predict
+
+    return make_predict_fn
+
+
+def cascade_scores(heads, texts: list[str], batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The job's model work without rules or tags: per head, (rows it ran on, rounded scores)."""
+    n = len(texts)
+    passed: dict[str, np.ndarray] = {}
+    out = []
+    for conf, head in heads:
+        rows = np.arange(n) if conf.gate_by is None else np.flatnonzero(passed[conf.gate_by])
+        scores = np.round(head.predict_proba([texts[r] for r in rows], batch_size=batch_size).astype(np.float64), 4)
+        hit = (scores >= np.asarray(head.spec.thresholds)) & np.asarray(head.spec.enabled, dtype=bool)
+        first = np.zeros(n, dtype=bool)
+        first[rows] = hit[:, 0]
+        passed[conf.name] = first
+        out.append((rows, scores))
+    return out
+
+
+def _cascade(heads, texts: list[str], batch_size: int) -> list[list[float | None]]:
+    """Per text: the scores of every head in order (None where the head's gate did not pass)."""
+    n = len(texts)
+    out: list[list[float | None]] = [[] for _ in range(n)]
+    for (conf, head), (rows, scores) in zip(heads, cascade_scores(heads, texts, batch_size)):
+        filled = np.full((n, len(head.spec.labels)), np.nan)
+        filled[rows] = scores
+        for i in range(n):
+            out[i].extend(None if np.isnan(v) else float(v) for v in filled[i])
+    return out
+
+
+def row_scores(spec, text) -> list[float | None]:
+    return _cascade(bench_heads(spec), ["" if text is None else text], 1)[0]
+
+
+def reload_scores(spec, texts: pd.Series, loads) -> pd.Series:
+    import torch
+
+    from models.artifact import load_head
+
+    if spec.torch_threads:
+        torch.set_num_threads(spec.torch_threads)
+    heads = [(c, load_head(c.path, device=spec.device)) for c in spec.heads]
+    loads.add(1)
+    return pd.Series(_cascade(heads, texts.fillna("").tolist(), spec.batch_size))
+
+
+# ---------------------------------------------------------------------------------------------
+# The measurements
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Measure:
+    name: str
+    items: int
+    seconds: float
+    note: str = ""
+    peak_rss_mb: float | None = None
+
+    @property
+    def items_per_s(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else float("inf")
+
+
+def run_raw(spec, items: pd.DataFrame, chunk: int):
+    from udfs.tagging import INPUT_COLUMNS, Tagger
+
+    import torch
+
+    _reset_peak()
+    threads_before = torch.get_num_threads()
+    try:
+        started = time.perf_counter()
+        tagger = Tagger(spec)  # sets the driver's torch threads to spec.torch_threads
+        parts = [tagger.tag(items.iloc[s:s + chunk][INPUT_COLUMNS]) for s in range(0, len(items), chunk)]
+        seconds = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(threads_before)
+    result = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return seconds, result, tagger, round(_vm_hwm_kb() / 1024, 1)
+
+
+def run_models_only(tagger, texts: list[str], batch_size: int) -> float:
+    import torch
+
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(tagger.spec.torch_threads or threads_before)
+    try:
+        started = time.perf_counter()
+        cascade_scores(tagger.heads, texts, batch_size)
+        return time.perf_counter() - started
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _materialize(df):
+    from pyspark import StorageLevel
+
+    started = time.perf_counter()
+    out = df.persist(StorageLevel.MEMORY_AND_DISK)
+    n = out.count()
+    return time.perf_counter() - started, out, n
+
+
+def _spark_variant(spark, name: str, df, n_expected: int, note: str = "") -> tuple[Measure, object]:
+    pids = worker_pids(spark)
+    for pid in pids:
+        _reset_peak(pid)
+    seconds, out, n = _materialize(df)
+    if n != n_expected:
+        raise RuntimeError(f"{name}: {n} rows out for {n_expected} in")
+    peak = _worker_peak_mb(worker_pids(spark))
+    return Measure(name, n, seconds, note, peak), out
+
+
+def tags_agreement(job: pd.DataFrame, raw: pd.DataFrame) -> tuple[float, int, float]:
+    """Share of items with the same tag set in both, the number of items missing from one side,
+    and the largest gate score difference."""
+    j = job.set_index("itemid")
+    r = raw.set_index("itemid")
+    common = j.index.intersection(r.index)
+    missing = len(j.index.symmetric_difference(r.index))
+    jt = j.loc[common, "tag_ids"].map(lambda s: frozenset(filter(None, s.split(","))))
+    rt = r.loc[common, "tag_ids"].map(lambda s: frozenset(filter(None, s.split(","))))
+    same = int((jt == rt).sum())
+    total = len(common) + missing
+    diff = (j.loc[common, "gate_score"] - r.loc[common, "gate_score"]).abs()
+    return (same / total if total else 1.0), missing, float(diff.max()) if len(diff) else 0.0
+
+
+def _session(cfg):
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active, False
+    from tagger.spark_session import build_session
+
+    return build_session(cfg, "tagger-bench"), True
+
+
+def run_bench(cfg, n_items: int, model: str, models_dir: str | None, floor_items: int, skip_floors: bool,
+              extras: bool = True, seed: int = 7, max_length: int | None = None, gate_share: float = BERT_GATE_SHARE,
+              log=lambda msg: click.echo(msg, err=True)) -> dict:
+    import torch
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType, DoubleType, FloatType, StructField, StructType
+
+    from tagger.config import tagger_home
+    from tagger.pipeline import build_spec
+    from udfs.tagging import INPUT_COLUMNS, OUTPUT_SCHEMA
+
+    bench_started = time.perf_counter()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]  # other processes on the machine skew every number
+    items, tag_dim = bench_items(n_items, cfg.text.max_chars, seed=seed)
+    tag_index = tag_index_of(tag_dim)
+    texts = items["doc_text"].tolist()
+    log(f"{len(items):,} generated items, doc_text {np.mean([len(t) for t in texts]):.0f} chars on average")
+
+    workdir = None
+    if model == "demo":
+        heads = cfg.heads if not models_dir else tuple(
+            dataclasses.replace(h, path=str(Path(models_dir) / h.name)) for h in cfg.heads)
+    else:
+        if models_dir:
+            out_dir = Path(models_dir)
+        else:
+            home = tagger_home()
+            workdir = tempfile.TemporaryDirectory(prefix="tagger-bench-", dir=str(home) if home.is_dir() else None)
+            out_dir = Path(workdir.name)
+        if max_length is None:
+            p0 = next((h for h in cfg.heads if h.train is not None and h.train.arch == "bert"), None)
+            max_length = int((p0.train.options.get("max_length") if p0 else None) or 128)
+        heads = build_bert_heads(cfg, out_dir, texts, tag_index, max_length, gate_share, log)
+    bench_cfg = dataclasses.replace(cfg, heads=heads)
+
+    spark, own_session = _session(cfg)
+    try:
+        sc = spark.sparkContext
+        task_cpus = int(spark.conf.get("spark.task.cpus", "1"))
+        threads = cfg.tagging.torch_threads or task_cpus  # as tagger.pipeline.run_date
+        partitions = cfg.tagging.partitions or sc.defaultParallelism
+        slots = max(1, sc.defaultParallelism // task_cpus)
+        concurrent = min(partitions, slots)
+        cores = os.cpu_count() or 1
+        raw_threads = max(1, min(cores, concurrent * threads))
+        arrow_batch = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
+        spec, model_version, _ = build_spec(bench_cfg, tag_index, "generated tag dimension", threads)
+        raw_spec = dataclasses.replace(spec, torch_threads=raw_threads)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device_name = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu"
+        n = len(items)
+        n_floor = min(n, floor_items)
+        master = sc.master
+
+        # Input DataFrames, cached and counted: creating them is not timed.
+        df = spark.createDataFrame(items[INPUT_COLUMNS]).cache()
+        df.count()
+        floor_df = spark.createDataFrame(items[INPUT_COLUMNS].iloc[:n_floor]).cache()
+        floor_df.count()
+
+        def stage(frame):
+            return frame.repartition(partitions, "itemid")
+
+        # Warm-up (untimed): JVM, code generation, shuffle, Arrow and Python workers, no model.
+        warm = stage(df.limit(min(n, 2000))).mapInPandas(empty_tags_partitions(), OUTPUT_SCHEMA)
+        warm.write.format("noop").mode("overwrite").save()
+        log(f"warm-up done; partitions={partitions} x torch threads={threads}, raw threads={raw_threads}, "
+            f"arrow batch={arrow_batch}, device={device}")
+
+        measures: dict[str, Measure] = {}
+        log("raw ...")
+        raw_s, raw_out, tagger, driver_peak = run_raw(raw_spec, items, arrow_batch)
+        measures["raw"] = Measure("raw", n, raw_s, f"Tagger.tag in the driver, {arrow_batch}-row chunks, "
+                                  f"{raw_threads} torch threads, incl. model load {tagger.load_seconds:.1f}s",
+                                  driver_peak)
+        if extras:
+            models_only_s = run_models_only(tagger, texts, spec.batch_size)
+            measures["raw_models_only"] = Measure("raw_models_only", n, models_only_s,
+                                                  "heads' predict_proba on the whole list, cascade, no rules/tags, "
+                                                  "models loaded")
+        with_model_tags = int(sum(any(t["source"] != "rule" for t in row) for row in raw_out["tags"]))
+        _, gate_model = next((c, h) for c, h in tagger.heads if c.name == spec.gate_head)
+        gate_pass_share = float(np.mean((raw_out["gate_score"].to_numpy() >= gate_model.spec.thresholds[0])
+                                        & gate_model.spec.enabled[0]))
+        del tagger, gate_model
+
+        log("spark_overhead ...")
+        m, out = _spark_variant(spark, "spark_overhead", stage(df).mapInPandas(empty_tags_partitions(), OUTPUT_SCHEMA),
+                                n, "same stage, empty tags, no model")
+        measures["spark_overhead"] = m
+        out.unpersist()
+
+        log("job ...")
+        stats = sc.accumulator([], ListParam())
+        job_df = stage(df).mapInPandas(instrumented_tag_partitions(spec, stats), OUTPUT_SCHEMA)
+        m, job_out = _spark_variant(spark, "job", job_df, n, "mapInPandas(tag_partitions(spec)), incl. model load "
+                                    "per worker, persisted + counted")
+        measures["job"] = m
+        job_pdf = job_out.select("itemid", "gate_score", "tag_ids").toPandas()
+        job_out.unpersist()
+        agree, missing, gate_diff = tags_agreement(job_pdf, raw_out)
+        partition_stats = sorted(stats.value, key=lambda s: -s["wall_s"])
+
+        log("predict_batch_udf ...")
+        return_type = StructType([StructField(c.name, ArrayType(FloatType())) for c in spec.heads])
+        pbu = predict_batch_udf(make_predict_fn_factory(spec), return_type=return_type, batch_size=spec.batch_size)
+        m, out = _spark_variant(spark, "predict_batch_udf", stage(df).select("itemid", pbu("doc_text").alias("p")), n,
+                                f"every head on every row, batch_size={spec.batch_size}, incl. model load per worker")
+        measures["predict_batch_udf"] = m
+        gate_field = spec.gate_head
+        pbu_gate = out.select("itemid", F.col(f"p.{gate_field}")[0].alias("g")).toPandas().set_index("itemid")["g"]
+        out.unpersist()
+        raw_gate = raw_out.set_index("itemid")["gate_score"]
+        pbu_diff = float((pbu_gate.astype(np.float64) - raw_gate.loc[pbu_gate.index]).abs().max())
+
+        if not skip_floors:
+            log(f"row_udf on {n_floor:,} items ...")
+            arrow_udf = spark.conf.get("spark.sql.execution.pythonUDF.arrow.enabled", "false")
+            row_udf = F.udf(lambda text: row_scores(spec, text), ArrayType(DoubleType()))
+            m, out = _spark_variant(spark, "row_udf", stage(floor_df).select("itemid", row_udf("doc_text").alias("s")),
+                                    n_floor, f"per-row Python UDF (arrow-optimized: {arrow_udf}), cascade one text "
+                                    f"at a time, subset of {n_floor:,} items")
+            measures["row_udf"] = m
+            out.unpersist()
+
+            log(f"pandas_udf_reload on {n_floor:,} items ...")
+            loads = sc.accumulator(0)
+
+            def reload_batch(batch: pd.Series) -> pd.Series:
+                return reload_scores(spec, batch, loads)
+
+            reload_udf = F.pandas_udf(reload_batch, ArrayType(DoubleType()))
+            m, out = _spark_variant(spark, "pandas_udf_reload",
+                                    stage(floor_df).select("itemid", reload_udf("doc_text").alias("s")), n_floor,
+                                    f"scalar pandas UDF, loads the heads per batch, subset of {n_floor:,} items")
+            out.unpersist()
+            m.note += f", {loads.value} loads"
+            measures["pandas_udf_reload"] = m
+        df.unpersist()
+        floor_df.unpersist()
+    finally:
+        if own_session:
+            spark.stop()
+        if workdir is not None:
+            workdir.cleanup()
+
+    ips = {k: round(v.items_per_s, 2) for k, v in measures.items()}
+    # The job without its per-worker start-up (imports + model load): what a longer run tends to.
+    steady_s = max((p["wall_s"] - p["startup_s"] for p in partition_stats), default=0.0)
+    startup_s = max((p["startup_s"] for p in partition_stats), default=0.0)
+
+    def ratio(a: str, b: str):
+        return round(ips[a] / ips[b], 3) if a in ips and b in ips and ips[b] else None
+
+    report = {
+        "items": n, "model": model, "device": device, "device_name": device_name,
+        "raw_items_per_s": ips["raw"], "job_items_per_s": ips["job"],
+        "predict_batch_udf_items_per_s": ips["predict_batch_udf"],
+        "row_udf_items_per_s": ips.get("row_udf"), "pandas_udf_reload_items_per_s": ips.get("pandas_udf_reload"),
+        "peak_worker_rss_mb": measures["job"].peak_rss_mb,
+        "job_worker_startup_s": round(startup_s, 2),
+        "job_steady_items_per_s": round(n / steady_s, 2) if steady_s > 0 else None,
+        "driver_raw_peak_rss_mb": driver_peak,
+        "job_over_raw": ratio("job", "raw"), "job_over_predict_batch_udf": ratio("job", "predict_batch_udf"),
+        "job_over_row_udf": ratio("job", "row_udf"), "job_over_pandas_udf_reload": ratio("job", "pandas_udf_reload"),
+        "targets": TARGETS,
+        "tags_agree_ratio": round(agree, 6), "tags_items_missing": missing,
+        "gate_score_max_abs_diff_job_vs_raw": gate_diff,
+        "gate_score_max_abs_diff_predict_batch_udf_vs_raw": pbu_diff,
+        "items_with_model_tags": with_model_tags, "gate_pass_share": round(gate_pass_share, 4),
+        "variants": {k: {"items": v.items, "seconds": round(v.seconds, 3), "items_per_s": ips[k], "note": v.note,
+                         "peak_rss_mb": v.peak_rss_mb} for k, v in measures.items()},
+        "job_partitions": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()}
+                           for s in partition_stats],
+        "config": {
+            "cores": cores, "spark_master": master, "partitions": partitions,
+            "concurrent_tasks": concurrent, "spark_task_cpus": task_cpus, "torch_threads_per_task": threads,
+            "raw_torch_threads": raw_threads, "arrow_max_records_per_batch": arrow_batch,
+            "batch_size": spec.batch_size, "floor_items": n_floor if not skip_floors else 0,
+            "floors_skipped": skip_floors, "seed": seed, "models": model_version,
+            "bert_max_length": max_length if model == "bert-base" else None,
+            "bert_gate_share": gate_share if model == "bert-base" else None,
+            "sink": "persist(MEMORY_AND_DISK) + count, as the pipeline's tag stage",
+            "warmup": "one untimed no-model mapInPandas job; model loading per worker is timed",
+            "python": sys.version.split()[0], "torch": torch.__version__,
+            "loadavg_at_start": load_at_start, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
+        "bench_seconds": round(time.perf_counter() - bench_started, 1),
+    }
+    return report
+
+
+def format_text(r: dict) -> str:
+    lines = [f"tagger bench: {r['items']:,} items, model {r['model']}, device {r['device']} ({r['device_name']})", "",
+             f"  {'variant':<20} {'items':>8} {'seconds':>9} {'items/s':>10}  peak RSS MB  note"]
+    for name, v in r["variants"].items():
+        rss = "" if v["peak_rss_mb"] is None else f"{v['peak_rss_mb']:.0f}"
+        lines.append(f"  {name:<20} {v['items']:>8,} {v['seconds']:>9.2f} {v['items_per_s']:>10,.1f}  {rss:>11}  "
+                     f"{v['note']}")
+    if r["config"]["floors_skipped"]:
+        lines.append("  (row_udf and pandas_udf_reload skipped: --skip)")
+    lines.append("")
+    for key, target in r["targets"].items():
+        value = r.get(key)
+        mark = "n/a" if value is None else ("ok" if value >= target else "BELOW TARGET")
+        lines.append(f"  {key:<28} {'' if value is None else f'{value:.3f}':>8}   target >= {target:g}  {mark}")
+    if r.get("job_over_pandas_udf_reload") is not None:
+        lines.append(f"  {'job_over_pandas_udf_reload':<28} {r['job_over_pandas_udf_reload']:>8.3f}")
+    lines.append("")
+    lines.append(f"  tags agree job vs raw: {r['tags_agree_ratio']:.4%} of items ({r['tags_items_missing']} missing); "
+                 f"gate score max |diff| job {r['gate_score_max_abs_diff_job_vs_raw']:.2g}, "
+                 f"predict_batch_udf {r['gate_score_max_abs_diff_predict_batch_udf_vs_raw']:.2g}")
+    lines.append(f"  gate passes {r['gate_pass_share']:.1%} of items; items with model tags: "
+                 f"{r['items_with_model_tags']:,}")
+    lines.append(f"  peak Python worker RSS (job): {r['peak_worker_rss_mb']} MB; driver during raw: "
+                 f"{r['driver_raw_peak_rss_mb']} MB")
+    lines.append(f"  job worker start-up (imports + model load, timed in the job): up to "
+                 f"{r['job_worker_startup_s']:.1f}s; job without it: {r['job_steady_items_per_s'] or 0:,.1f} items/s")
+    lines.append("  job partitions, seconds: wall = start-up + input wait + tagging + output wait; of start-up, "
+                 "model load; first batch out after:")
+    for p in r["job_partitions"]:
+        lines.append(f"    pid {p['pid']}: {p['rows']:,} rows in {p['batches']} batches: {p['wall_s']:.2f} = "
+                     f"{p['startup_s']:.2f} + {p['input_s']:.2f} + {p['compute_s']:.2f} + {p['output_s']:.2f}; "
+                     f"load {p['load_s']:.2f}; first {p['first_output_s'] or 0:.2f}"
+                     + ("  (models were already loaded in this worker)" if p["models_were_cached"] else ""))
+    c = r["config"]
+    lines.append("")
+    lines.append(f"  machine: {c['cores']} cores, master {c['spark_master']}, {c['partitions']} partitions "
+                 f"({c['concurrent_tasks']} concurrent) x {c['torch_threads_per_task']} torch thread(s) per task; "
+                 f"raw: {c['raw_torch_threads']} torch threads; "
+                 f"arrow maxRecordsPerBatch {c['arrow_max_records_per_batch']}, "
+                 f"model batch {c['batch_size']}")
+    lines.append(f"  raw = the job's Tagger.tag without Spark (ceiling); timings include model loading; "
+                 f"sink: {c['sink']}; warm-up: {c['warmup']}")
+    if c["floors_skipped"] is False:
+        lines.append(f"  row_udf and pandas_udf_reload ran on the first {c['floor_items']:,} items; their items/s "
+                     f"are per item of that subset")
+    lines.append(f"  models: {c['models']}")
+    lines.append(f"  load average (1/5/15 min) at start {c['loadavg_at_start']}, at end {c['loadavg_at_end']} "
+                 f"on {c['cores']} cores")
+    lines.append(f"  bench took {r['bench_seconds']:.0f}s")
+    return "\n".join(lines)
+
+
+@click.command("bench", help="Measure the tagging stage's items/s against a plain-Python ceiling (raw), Spark's "
+                             "predict_batch_udf, a per-row UDF and a reload-per-batch pandas UDF, on the same "
+                             "generated texts and model weights.")
+@click.option("--items", "n_items", type=click.IntRange(min=10), default=20000, show_default=True,
+              help="Generated items to tag.")
+@click.option("--model", type=click.Choice(["demo", "bert-base"]), default="demo", show_default=True,
+              help="demo: the trained heads of the config (or --models-dir); bert-base: random-weight BERT-base "
+                   "heads with the configured labels (speed of the architecture, not accuracy).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
+@click.option("--skip", "skip_floors", is_flag=True, help="Skip the slow floors (row_udf, pandas_udf_reload).")
+@click.option("--extras/--no-extras", default=True, show_default=True,
+              help="Also measure raw_models_only (a second full raw pass; slow with bert-base).")
+@click.option("--floor-items", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="The floors run on the first min(items, this) items.")
+@click.option("--models-dir", type=click.Path(file_okay=False), default=None,
+              help="demo: directory holding <head>/ artifacts (default: the config's head paths, "
+                   "$TAGGER_HOME/models). bert-base: where to build (or reuse) the random heads (default: a temp dir).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Job YAML config (default: the tagger group's --config, else conf/tagger.yaml).")
+@click.option("--seed", type=int, default=7, show_default=True, help="Generator seed.")
+@click.option("--max-length", type=click.IntRange(min=8, max=512), default=None,
+              help="bert-base: tokens per text (default: the config's BERT head max_length, else 128).")
+@click.option("--gate-share", type=click.FloatRange(0.0, 1.0), default=BERT_GATE_SHARE, show_default=True,
+              help="bert-base: share of items the random gate passes (its threshold is set from a sample).")
+@click.pass_context
+def bench_command(ctx, n_items, model, fmt, out_path, skip_floors, extras, floor_items, models_dir, config_path, seed,
+                  max_length, gate_share):
+    from models.artifact import ArtifactError
+    from tagger.config import ConfigError, load_config
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parent = ctx.find_root().obj if ctx.find_root() is not ctx else None
+    path = config_path or (parent or {}).get("config")
+    try:
+        cfg = load_config(path)
+        report = run_bench(cfg, n_items, model, models_dir, floor_items, skip_floors, extras=extras, seed=seed,
+                           max_length=max_length, gate_share=gate_share)
+    except (ConfigError, ArtifactError) as exc:
+        hint = (" Train the demo heads first (`tagger demo` or `tagger train`) or pass --models-dir."
+                if isinstance(exc, ArtifactError) and model == "demo" else "")
+        click.echo(f"Error: {exc}{hint}", err=True)
+        sys.exit(3)
+    text = json.dumps(report, ensure_ascii=False, indent=2)
+    if out_path:
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_path).write_text(text + "\n", encoding="utf-8")
+    click.echo(text if fmt == "json" else format_text(report))
+
+
+if __name__ == "__main__":
+    bench_command()

@@ -1,0 +1,54 @@
+"""`tagger bench` at a small size on the session's Spark and the small trained demo heads: it runs,
+reports every variant, and the job's tags agree with the plain-Python ceiling item for item."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pandas as pd
+from click.testing import CliRunner
+
+from tagger.bench import REQUIRED_KEYS, bench_command, format_text, tags_agreement
+
+
+def test_bench_runs_and_agrees_with_raw(spark, cfg_path, trained, tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(bench_command, [
+        "--items", "300", "--floor-items", "100", "--model", "demo", "--format", "json",
+        "--out", str(out), "--config", str(cfg_path)])
+    assert result.exit_code == 0, result.output
+    assert out.is_file()
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert json.loads(result.stdout) == report
+
+    for key in REQUIRED_KEYS:
+        assert isinstance(report[key], (int, float)) and report[key] > 0, key
+    assert report["items"] == 300 and report["model"] == "demo"
+    assert report["tags_agree_ratio"] == 1.0
+    assert report["tags_items_missing"] == 0
+    for key in ("job_over_raw", "job_over_predict_batch_udf", "job_over_row_udf"):
+        assert report[key] > 0, key
+    variants = report["variants"]
+    assert variants["job"]["items"] == variants["raw"]["items"] == variants["predict_batch_udf"]["items"] == 300
+    assert variants["row_udf"]["items"] == variants["pandas_udf_reload"]["items"] == 100
+    assert sum(p["rows"] for p in report["job_partitions"]) == 300
+    assert spark.range(3).count() == 3  # the tests' session was reused, not stopped
+
+    text = format_text(report)
+    for name in ("raw", "job", "predict_batch_udf", "row_udf", "pandas_udf_reload", "job_over_raw"):
+        assert f"  {name} " in text, name
+    skipped = copy.deepcopy(report)
+    for name in ("row_udf", "pandas_udf_reload"):
+        del skipped["variants"][name]
+        skipped[f"{name}_items_per_s"] = None
+    skipped["job_over_row_udf"] = skipped["job_over_pandas_udf_reload"] = None
+    skipped["config"]["floors_skipped"] = True
+    assert "skipped: --skip" in format_text(skipped)
+
+
+def test_tags_agreement_compares_tag_sets_per_item():
+    job = pd.DataFrame({"itemid": ["a", "b", "c"], "gate_score": [0.9, 0.1, 0.5], "tag_ids": ["1,2", "", "3"]})
+    raw = pd.DataFrame({"itemid": ["c", "b", "a"], "gate_score": [0.5, 0.1, 0.9], "tag_ids": ["4", "", "2,1"]})
+    assert tags_agreement(job, raw) == (2 / 3, 0, 0.0)
+    ratio, missing, _ = tags_agreement(job, raw.iloc[1:])
+    assert missing == 1 and ratio == 2 / 3
