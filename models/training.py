@@ -1,0 +1,348 @@
+"""Training of tagging heads (TextCNN gate, small BERT multi-label head) on CPU or GPU.
+
+Multi-label BCE-with-logits, length-bucketed shuffled mini-batches with dynamic padding, one log
+line per epoch, early stopping on dev macro-F1 (at per-label F1-max thresholds), best epoch
+restored, per-label thresholds chosen on dev over 0.05..0.95, artifact written to a staging
+directory and moved into place when complete."""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .artifact import (SIDECAR, VOCAB, WEIGHTS, ArtifactError, HeadSpec, LoadedHead, weights_version,
+                       write_spec)
+from .metrics import (THRESHOLD_GRID, apply_thresholds, best_f1_thresholds, binarize, label_report)
+from .tokenization import CharVocab, normalize_texts
+
+# Per-arch defaults (train_head arguments left as None take these).
+# Measured on keyword-driven synthetic data, 2 CPU cores: the gate (60k texts, ~200 chars) takes
+# ~1-1.5 min/epoch and reaches its dev F1 ceiling after 1-2 epochs; the small BERT P0 head
+# (10k texts) takes ~1 min/epoch at 128 tokens, dev macro-F1 0.86 / 0.94 / 0.95 / 0.98 after
+# epochs 1-4.
+DEFAULTS: dict[str, dict] = {
+    "textcnn": {"epochs": 3, "lr": 2e-3, "max_length": 256, "patience": 1},
+    "bert": {"epochs": 4, "lr": 1e-3, "max_length": 160, "patience": 1},
+}
+POS_WEIGHT_MAX = 30.0
+EVAL_BATCH_SIZE = 128
+
+
+@dataclass
+class TrainResult:
+    path: str
+    spec: HeadSpec
+    dev_report: dict
+    seconds: float
+    head: LoadedHead | None = field(default=None, repr=False)  # the in-memory trained model
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def compute_pos_weight(y: np.ndarray, mode: str | None) -> np.ndarray | None:
+    """"auto": clamp(neg/pos, 1, 30) per label (a label without positives gets 30); "none": None."""
+    if mode is None or str(mode).lower() == "none":
+        return None
+    if str(mode).lower() != "auto":
+        raise ValueError(f"pos_weight must be 'auto' or 'none', got {mode!r}")
+    pos = y.sum(axis=0).astype(np.float64)
+    neg = y.shape[0] - pos
+    w = np.divide(neg, pos, out=np.full_like(pos, POS_WEIGHT_MAX), where=pos > 0)
+    return np.clip(w, 1.0, POS_WEIGHT_MAX).astype(np.float32)
+
+
+def _length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                             pool: int = 50) -> list[np.ndarray]:
+    """Shuffle, sort by length inside pools of `pool` batches, cut, shuffle the batch order."""
+    perm = rng.permutation(len(lengths))
+    chunk = batch_size * pool
+    batches = []
+    for s in range(0, len(perm), chunk):
+        c = perm[s:s + chunk]
+        c = c[np.argsort(lengths[c], kind="stable")]
+        batches.extend(c[i:i + batch_size] for i in range(0, len(c), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise FileExistsError(f"out_dir {out_dir} exists and is not a directory")
+        entries = list(out_dir.iterdir())
+        if entries and not ((out_dir / SIDECAR).exists() or (out_dir / WEIGHTS).exists()):
+            raise FileExistsError(f"out_dir {out_dir} is a non-empty directory that is not a head artifact; "
+                                  "refusing to overwrite it")
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(staging, out_dir)
+
+
+def _build(arch: str, labels: list[str], train_texts: list[str], staging: Path, max_length: int, size: str,
+           device: torch.device, log: Callable) -> tuple[LoadedHead, dict]:
+    spec = HeadSpec(head="<training>", arch=arch, labels=list(labels), thresholds=[0.5] * len(labels),
+                    enabled=[True] * len(labels), max_length=int(max_length), version="untrained")
+    if arch == "textcnn":
+        from .textcnn import DEFAULT_HPARAMS, build_textcnn
+
+        hp = dict(DEFAULT_HPARAMS)
+        vocab = CharVocab.build(train_texts, lowercase=hp["lowercase"])
+        vocab.save(staging / VOCAB)
+        model = build_textcnn(len(vocab), len(labels), hp)
+        hp["vocab_size"] = len(vocab)
+        return LoadedHead(spec, model.to(device), device, vocab=vocab), {"textcnn": hp}
+    from .bert_head import build_model, make_config
+    from .tokenization import build_wordpiece_tokenizer
+
+    tokenizer = build_wordpiece_tokenizer(train_texts, staging, model_max_length=max_length)
+    config = make_config(size, len(tokenizer), labels, max_length, pad_token_id=tokenizer.pad_token_id)
+    model = build_model(config)
+    info = {"bert": {"size": size, "hidden_size": config.hidden_size, "num_hidden_layers": config.num_hidden_layers,
+                     "num_attention_heads": config.num_attention_heads, "vocab_size": len(tokenizer)}}
+    return LoadedHead(spec, model.to(device), device, tokenizer=tokenizer), info
+
+
+def _optimizer(arch: str, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    if arch == "textcnn":
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+
+def _schedule(arch: str, total_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
+    # linear decay to 10% over the planned steps; BERT warms up over the first ~third epoch
+    warmup = 0 if arch == "textcnn" else max(1, min(steps_per_epoch // 3, total_steps // 10))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        frac = (step - warmup) / max(1, total_steps - warmup)
+        return max(0.1, 1.0 - 0.9 * frac)
+
+    return factor
+
+
+def _evaluate(head: LoadedHead, dev_texts: list[str], y_dev: np.ndarray) -> tuple[float, float, np.ndarray]:
+    proba = head.predict_proba(dev_texts, batch_size=EVAL_BATCH_SIZE)
+    thr = best_f1_thresholds(y_dev, proba)
+    tuned = label_report(y_dev, apply_thresholds(proba, thr), head.spec.labels)["macro_f1"]
+    at05 = label_report(y_dev, proba >= 0.5, head.spec.labels)["macro_f1"]
+    return tuned, at05, proba
+
+
+def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str], train_labels: list[list[str]],
+               dev_texts: list[str], dev_labels: list[list[str]], out_dir: str, epochs: int | None = None,
+               max_length: int | None = None, lr: float | None = None, batch_size: int = 32, seed: int = 0,
+               pos_weight: str = "auto", size: str = "small", log: Callable[..., object] = print,
+               patience: int | None = None, device: str | None = None) -> TrainResult:
+    """Train a head and write its artifact to `out_dir` (replaced if it already holds a head).
+
+    epochs / lr / max_length / patience None -> per-arch DEFAULTS. Early stopping: stop after
+    `patience` epochs without a dev macro-F1 gain, or at once on a perfect dev score; the best
+    epoch's weights are kept. device None: cuda if available, else cpu."""
+    t0 = time.time()
+    if arch not in DEFAULTS:
+        raise ValueError(f"arch must be one of {sorted(DEFAULTS)}, got {arch!r}")
+    labels = list(labels)
+    if not labels or len(set(labels)) != len(labels):
+        raise ValueError("labels must be a non-empty list of distinct names")
+    if len(train_texts) != len(train_labels) or len(dev_texts) != len(dev_labels):
+        raise ValueError("texts and label lists must have the same length")
+    if not len(train_texts):
+        raise ValueError("no training data")
+    d = DEFAULTS[arch]
+    epochs = int(epochs if epochs is not None else d["epochs"])
+    lr = float(lr if lr is not None else d["lr"])
+    max_length = int(max_length if max_length is not None else d["max_length"])
+    patience = int(patience if patience is not None else d["patience"])
+    batch_size = max(1, int(batch_size))
+    dev_ = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = Path(out_dir)
+    _check_out_dir(out)
+
+    seed_everything(seed)
+    rng = np.random.default_rng(seed)
+    train_texts = normalize_texts(train_texts)
+    dev_texts = normalize_texts(dev_texts)
+    y_train = binarize(train_labels, labels).astype(np.float32)
+    y_dev = binarize(dev_labels, labels)
+    pw = compute_pos_weight(y_train, pos_weight)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        loaded, arch_info = _build(arch, labels, train_texts, staging, max_length, size, dev_, log)
+        model = loaded.model
+        ids, lengths = loaded.encode(train_texts)
+        min_width = model.min_width if arch == "textcnn" else 1
+        log(f"[{head}] {arch}{'/' + size if arch == 'bert' else ''}: train={len(train_texts)} dev={len(dev_texts)} "
+            f"labels={len(labels)} vocab={arch_info[arch]['vocab_size']} max_length={max_length} epochs<={epochs} "
+            f"lr={lr:g} batch={batch_size} device={dev_} positives={y_train.sum(axis=0).astype(int).tolist()} "
+            f"pos_weight={None if pw is None else [round(float(w), 2) for w in pw]}")
+
+        loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=None if pw is None else torch.from_numpy(pw).to(dev_))
+        opt = _optimizer(arch, model, lr)
+        steps_per_epoch = (len(train_texts) + batch_size - 1) // batch_size
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(arch, epochs * steps_per_epoch, steps_per_epoch))
+        y_t = torch.from_numpy(y_train)
+        best = (-1.0, 0, None)  # (score, epoch, state)
+        history = []
+        bad_epochs = 0
+        epoch = 0
+        for epoch in range(1, epochs + 1):
+            te = time.time()
+            model.train()
+            total, count = 0.0, 0
+            for idx in _length_bucketed_batches(lengths, batch_size, rng):
+                width = max(int(lengths[idx].max()), min_width)
+                x = torch.from_numpy(np.ascontiguousarray(ids[idx, :width])).to(dev_, torch.long)
+                lens = torch.from_numpy(lengths[idx]).to(dev_)
+                yb = y_t[idx].to(dev_)
+                loss = loss_fn(loaded._logits(x, lens, None), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if arch == "bert":
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                total += loss.item() * len(idx)
+                count += len(idx)
+            train_loss = total / max(1, count)
+            if len(dev_texts):
+                tuned, at05, _ = _evaluate(loaded, dev_texts, y_dev)
+            else:
+                tuned = at05 = float("nan")
+            secs = time.time() - te
+            history.append({"epoch": epoch, "loss": round(train_loss, 6), "dev_macro_f1": round(tuned, 6),
+                            "dev_macro_f1_at_0.5": round(at05, 6), "seconds": round(secs, 2)})
+            log(f"[{head}] epoch {epoch}/{epochs} loss {train_loss:.4f} dev macro-F1 {tuned:.4f} "
+                f"(@0.5 {at05:.4f}) {secs:.1f}s")
+            if not len(dev_texts):
+                continue
+            if tuned > best[0]:
+                best = (tuned, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+            if tuned >= 1.0 and at05 >= 1.0:
+                log(f"[{head}] perfect dev score, stopping")
+                break
+            if bad_epochs >= patience and epoch < epochs:
+                log(f"[{head}] no dev gain for {bad_epochs} epoch(s), stopping; best epoch {best[1]}")
+                break
+        epochs_run = epoch
+        if best[2] is not None:
+            model.load_state_dict(best[2])
+        model.eval()
+
+        if len(dev_texts):
+            proba = loaded.predict_proba(dev_texts, batch_size=EVAL_BATCH_SIZE)
+            thresholds = best_f1_thresholds(y_dev, proba, THRESHOLD_GRID)
+            report = label_report(y_dev, apply_thresholds(proba, thresholds), labels)
+            r05 = label_report(y_dev, proba >= 0.5, labels)
+            report["macro_f1_at_0.5"] = r05["macro_f1"]
+            report["micro_f1_at_0.5"] = r05["micro_f1"]
+        else:
+            thresholds = [0.5] * len(labels)
+            report = {"labels": {}, "macro_f1": 0.0, "micro_f1": 0.0, "note": "no dev data"}
+        report["thresholds"] = dict(zip(labels, thresholds))
+        report["best_epoch"] = best[1] or epochs_run
+        report["epochs_run"] = epochs_run
+        report["history"] = history
+
+        # -- write the artifact -----------------------------------------------------------------
+        if arch == "textcnn":
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                      str(staging / WEIGHTS), metadata={"format": "pt"})
+        else:
+            from .bert_head import save_hf_dir
+
+            save_hf_dir(model, loaded.tokenizer, staging)
+        seconds = time.time() - t0
+        spec = HeadSpec(
+            head=head, arch=arch, labels=labels, thresholds=[float(t) for t in thresholds],
+            enabled=[True] * len(labels), max_length=max_length,
+            version=weights_version(head, staging / WEIGHTS),
+            extra={
+                "trained_on": {
+                    "n_train": len(train_texts), "n_dev": len(dev_texts),
+                    "train_positives": dict(zip(labels, y_train.sum(axis=0).astype(int).tolist())),
+                    "dev_positives": dict(zip(labels, y_dev.sum(axis=0).astype(int).tolist())),
+                    "epochs": epochs_run, "max_epochs": epochs, "best_epoch": report["best_epoch"],
+                    "lr": lr, "batch_size": batch_size, "seed": seed, "pos_weight": pos_weight,
+                    "pos_weight_values": None if pw is None else [float(x) for x in pw],
+                    "max_length": max_length, "seconds": round(seconds, 1), "device": str(dev_),
+                    "torch": torch.__version__,
+                },
+                "metrics": {k: v for k, v in report.items() if k != "history"},
+                **arch_info,
+            },
+        )
+        write_spec(staging, spec)
+        _publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    loaded.spec = spec
+    loaded.path = str(out)
+    log(f"[{head}] saved {out} version {spec.version}: dev macro-F1 {report['macro_f1']:.4f} "
+        f"micro-F1 {report['micro_f1']:.4f} in {seconds:.1f}s")
+    return TrainResult(path=str(out), spec=spec, dev_report=report, seconds=seconds, head=loaded)
+
+
+def build_random_bert_head(out_dir: str | os.PathLike, labels: Sequence[str], vocab_texts: Sequence[str],
+                           size: str = "bert-base", max_length: int = 512, head: str = "random-bert",
+                           seed: int = 0) -> HeadSpec:
+    """Save an untrained BERT head (random weights, WordPiece vocab built on `vocab_texts`) in the
+    standard artifact format, for inference speed benchmarks."""
+    from .bert_head import build_model, make_config, save_hf_dir
+    from .tokenization import build_wordpiece_tokenizer
+
+    labels = list(labels)
+    out = Path(out_dir)
+    _check_out_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        tokenizer = build_wordpiece_tokenizer(normalize_texts(vocab_texts), staging, model_max_length=max_length)
+        config = make_config(size, len(tokenizer), labels, max_length, pad_token_id=tokenizer.pad_token_id)
+        model = build_model(config).eval()
+        save_hf_dir(model, tokenizer, staging)
+        spec = HeadSpec(head=head, arch="bert", labels=labels, thresholds=[0.5] * len(labels),
+                        enabled=[True] * len(labels), max_length=int(max_length),
+                        version=weights_version(head, staging / WEIGHTS),
+                        extra={"trained_on": {"note": "random weights, speed benchmarks only", "seed": seed},
+                               "metrics": {},
+                               "bert": {"size": size, "hidden_size": config.hidden_size,
+                                        "num_hidden_layers": config.num_hidden_layers,
+                                        "num_attention_heads": config.num_attention_heads,
+                                        "vocab_size": len(tokenizer)}})
+        write_spec(staging, spec)
+        _publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return spec
+
+
+__all__ = ["TrainResult", "train_head", "build_random_bert_head", "compute_pos_weight", "DEFAULTS", "ArtifactError"]
