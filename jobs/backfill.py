@@ -4,7 +4,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tagger.cli import main  # noqa: E402
+from tagger.cli import main, subcommand_argv  # noqa: E402
 
 if __name__ == "__main__":
-    main(["backfill", *sys.argv[1:]], prog_name="backfill.py")
+    main(subcommand_argv("backfill", sys.argv[1:]), prog_name="backfill.py")

@@ -10,16 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a plain checkout works too
 
-from tagger.cli import main  # noqa: E402
-
-
-def _argv(args: list[str]) -> list[str]:
-    """Move a --config given after the run options to where the `tagger` group expects it."""
-    if "--config" in args:
-        i = args.index("--config")
-        return ["--config", *args[i + 1:i + 2], "run", *args[:i], *args[i + 2:]]
-    return ["run", *args]
-
+from tagger.cli import main, subcommand_argv  # noqa: E402
 
 if __name__ == "__main__":
-    main(_argv(sys.argv[1:]), prog_name="tag_daily.py")
+    main(subcommand_argv("run", sys.argv[1:]), prog_name="tag_daily.py")

@@ -19,6 +19,10 @@ from tagger.config import ConfigError, load_config
 DEMO_START, DEMO_DAYS, DEMO_ITEMS = "2024-01-01", 5, 100_000
 DEMO_DATE = "2024-01-05"  # the last seeded day; the models train on the days before it
 READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN)\b", re.IGNORECASE)
+# `WITH t AS (...) INSERT ...` starts like a query: refuse any writing keyword anywhere (a string
+# literal holding one of these words is refused too; quote around it with a LIKE pattern instead).
+WRITES = re.compile(r"\b(INSERT|MERGE|CREATE|DROP|ALTER|TRUNCATE|DELETE|UPDATE|LOAD|REPLACE|MSCK|REFRESH|"
+                    r"CACHE|UNCACHE|SET|RESET|ADD|GRANT|REVOKE|ANALYZE|REPAIR|USE)\b", re.IGNORECASE)
 EXIT_CONFIG, EXIT_MISSING_INPUT, EXIT_LOCKED = 3, 4, 5
 
 
@@ -40,6 +44,15 @@ class DateType(click.ParamType):
 
 
 DATE = DateType()
+
+
+def subcommand_argv(command: str, args: list[str]) -> list[str]:
+    """argv for `main` from a job's arguments: a --config anywhere moves before the subcommand,
+    where the `tagger` group expects it (spark-submit jobs/tag_daily.py --date D --config C)."""
+    if "--config" in args:
+        i = args.index("--config")
+        return ["--config", *args[i + 1:i + 2], command, *args[:i], *args[i + 2:]]
+    return [command, *args]
 
 
 def date_range(start: str, end: str) -> list[str]:
@@ -64,8 +77,11 @@ def _session(cfg, app: str):
 
 def _guarded(fn):
     """Turn the job's known failures into one clear line and an exit code, not a traceback."""
+    from pyspark.errors import PySparkException
+
     from models.artifact import ArtifactError
     from tagger.extract import MissingInputError
+    from tagger.pipeline import InvariantError
     from tagger.run_lock import RunLockedError
 
     try:
@@ -79,15 +95,28 @@ def _guarded(fn):
     except RunLockedError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_LOCKED)
+    except InvariantError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except PySparkException as exc:
+        if "Another instance of Derby may have already booted" in str(exc):
+            _derby_busy()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        click.echo(f"Error: Spark refused the statement: {first}", err=True)
+        sys.exit(1)
     except Exception as exc:
         if "Another instance of Derby may have already booted" not in str(exc):
             raise
-        from tagger.config import tagger_home
+        _derby_busy()
 
-        click.echo(f"Error: the embedded metastore {tagger_home() / 'metastore_db'} is in use by another "
-                   f"process (a tagger command or a Thrift Server on the same TAGGER_HOME). Derby allows one "
-                   f"process at a time: wait for it to finish, or use another TAGGER_HOME.", err=True)
-        sys.exit(EXIT_LOCKED)
+
+def _derby_busy():
+    from tagger.config import tagger_home
+
+    click.echo(f"Error: the embedded metastore {tagger_home() / 'metastore_db'} is in use by another "
+               f"process (a tagger command or a Thrift Server on the same TAGGER_HOME). Derby allows one "
+               f"process at a time: wait for it to finish, or use another TAGGER_HOME.", err=True)
+    sys.exit(EXIT_LOCKED)
 
 
 @click.group(help=__doc__)
@@ -188,9 +217,10 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
 
     spark = _session(cfg, "tagger-demo")
     started = time.perf_counter()
-    if fresh or f"pt={DEMO_DATE}" not in partitions(spark, cfg.tables.pool):
+    # The truth table is written last by the seed: its partition means the seed completed.
+    if fresh or f"pt={DEMO_DATE}" not in _guarded(lambda: partitions(spark, cfg.tables.truth)):
         click.echo("== seeding demo data")
-        seed_demo(spark, cfg, items, DEMO_START, DEMO_DAYS, log=click.echo)
+        _guarded(lambda: seed_demo(spark, cfg, items, DEMO_START, DEMO_DAYS, log=click.echo))
     if fresh or not all((Path(h.path) / "tagger_head.json").is_file() for h in cfg.heads):
         click.echo("== training demo models")
         train_end = (date.fromisoformat(DEMO_DATE) - timedelta(days=1)).isoformat()
@@ -211,7 +241,7 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
               help="Print at most this many rows.")
 @click.pass_context
 def sql(ctx: click.Context, query: str, fmt: str, limit: int) -> None:
-    if not READ_ONLY.match(query) or ";" in query.strip().rstrip(";"):
+    if not READ_ONLY.match(query) or WRITES.search(query) or ";" in query.strip().rstrip(";"):
         raise click.BadParameter("only one read-only statement (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN) is allowed.",
                                  param_hint="QUERY")
     cfg = _config(ctx)

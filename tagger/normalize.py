@@ -86,7 +86,7 @@ def latest_speech(rows: DataFrame, videos: DataFrame, source: str, fields: Seque
     bad = _quarantine(parsed.filter(F.col("_p.error").isNotNull()), F.col("video_id"), source, "row",
                       F.concat(F.lit(f"{source}_"), F.col("_p.error")), F.col("raw"))
     usable = parsed.filter(F.col("_p.error").isNull() & F.col("_p.text").isNotNull())
-    newest = Window.partitionBy("video_id").orderBy(F.col("dt").desc(), F.col("id").desc())
+    newest = Window.partitionBy("video_id").orderBy(F.col("dt").desc(), F.col("id").desc_nulls_last(), "raw")
     latest = (usable.withColumn("_rank", F.row_number().over(newest)).filter("_rank = 1")
               .select("video_id", F.col("_p.text").alias(f"{source}_text")))
     return latest, bad

@@ -70,7 +70,7 @@ class RunSummary:
 def load_tag_index(tag_dim: DataFrame) -> dict[str, tuple[int, str]]:
     """Active content tags: tag path name -> (id, name). A path listed twice keeps its lowest id."""
     index: dict[str, tuple[int, str]] = {}
-    for row in tag_dim.orderBy("id").collect():
+    for row in tag_dim.orderBy("id").collect():  # extract_tag_dim.sql excludes NULL ids and paths
         index.setdefault(row["tag_path_name"].strip("/"), (int(row["id"]), row["tag_name"]))
     return index
 
@@ -102,8 +102,8 @@ def build_spec(cfg: Config, tag_index: dict[str, tuple[int, str]], tag_dim_table
             f"the head's parent in {cfg.source}, or switch the label off in its artifact's tagger_head.json.")
     spec = TaggerSpec(heads=cfg.heads, gate_head=cfg.gate_head, rules=rules, tag_index=tag_index,
                       batch_size=cfg.tagging.batch_size, torch_threads=torch_threads,
-                      fail_after_batches=failpoint("tag_after_batches"))
-    return spec, ";".join(versions), disabled
+                      fail_after_batches=failpoint("tag_after_batches"), model_version=";".join(versions))
+    return spec, spec.model_version, disabled
 
 
 def run_fingerprint(run_date: str, cfg: Config, model_version: str, rules_version: str) -> str:
@@ -148,7 +148,10 @@ def _run_locked(spark: SparkSession, cfg: Config, run_date: str) -> RunSummary:
     partitions = cfg.tagging.partitions or spark.sparkContext.defaultParallelism
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.tagging.arrow_max_records_per_batch))
     loads = LoadCounter(spark.sparkContext)
+    # Sorted inside each partition: shuffle order is not fixed, and it decides which rows share a
+    # batch (and its padding), so without it a rerun could differ in the last bits of a score.
     tagged = (items.select("itemid", "dtype", "doc_text").repartition(partitions, "itemid")
+              .sortWithinPartitions("itemid")
               .mapInPandas(tag_partitions(spec, loads), OUTPUT_SCHEMA)
               .withColumn("model_version", F.lit(model_version))
               .withColumn("rules_version", F.lit(spec.rules.version))

@@ -53,11 +53,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _stale(holder: dict, stale_after_hours: float) -> str | None:
+def _stale(holder: dict, modified_epoch: float, stale_after_hours: float) -> str | None:
     if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int) \
             and not _alive(holder["pid"]):
         return f"its process {holder['pid']} on this host is gone"
-    age = time.time() - float(holder.get("epoch", time.time()))
+    age = time.time() - modified_epoch  # the file's own time: also right for an empty, crashed lock
     if age > stale_after_hours * 3600:
         return f"it is {age / 3600:.1f} h old (stale after {stale_after_hours} h)"
     return None
@@ -87,7 +87,7 @@ def run_lock(spark: SparkSession, lock_dir: str, table: str, dt: str, stale_afte
     fs.mkdirs(hpath.getParent())
     if not _create(fs, hpath, payload):
         holder = _read(spark, fs, hpath)
-        why = _stale(holder, stale_after_hours)
+        why = _stale(holder, fs.getFileStatus(hpath).getModificationTime() / 1000.0, stale_after_hours)
         if why is None:
             raise RunLockedError(
                 f"Another run is writing {table} dt={dt}: pid {holder.get('pid', '?')} on "
@@ -95,7 +95,9 @@ def run_lock(spark: SparkSession, lock_dir: str, table: str, dt: str, stale_afte
                 f"if it is dead, remove {path} and rerun.")
         log(f"WARNING: taking over the lock {path} ({why}).")
         fs.delete(hpath, False)
-        if not _create(fs, hpath, payload):
+        # Two runs may both find the lock stale: both delete, both create. Only one file survives,
+        # so each reads it back and the one that does not find itself there backs off.
+        if not _create(fs, hpath, payload) or _read(spark, fs, hpath).get("pid") != os.getpid():
             raise RunLockedError(f"Another run took the lock {path} at the same moment; rerun later.")
     try:
         yield path

@@ -90,12 +90,17 @@ def train_all(spark: SparkSession, cfg: Config, dates: list[str], heads: list[st
     reports: dict[str, dict] = {}
     gate_positive: dict[str, np.ndarray] = {}
     for head in cfg.heads:
-        if head.train is None or (heads and head.name not in heads):
+        if head.train is None:
             continue
         labels = resolve_labels(head, tag_paths)
         targets = pd.Series(head_targets(head, labels, examples["labels"]), index=examples.index)
+        if head.gate_by is not None and head.gate_by not in gate_positive:
+            raise ConfigError(f"head '{head.name}' is gated by '{head.gate_by}', which has no train section in "
+                              f"{cfg.source}: its positives cannot be told. Add heads[].train to '{head.gate_by}'.")
         rows = examples.index.to_numpy() if head.gate_by is None else np.flatnonzero(gate_positive[head.gate_by])
         gate_positive[head.name] = targets.map(lambda t: labels[0] in t).to_numpy()
+        if heads and head.name not in heads:
+            continue  # its positives were needed by the heads it gates
         part = examples.loc[rows]
         split = {name: part[part["split"] == name] for name in SPLITS}
         log(f"\n== head {head.name} ({head.train.arch}), {len(labels)} labels, {len(part):,} examples"

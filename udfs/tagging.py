@@ -41,11 +41,15 @@ class TaggerSpec:
     # Fault injection for the reliability tests (env TAGGER_FAILPOINT=tag_after_batches:N):
     # each task raises after tagging N batches. Never set in production.
     fail_after_batches: int | None = None
+    model_version: str = ""  # the artifacts' versions: a retrained head at the same path is reloaded
 
     @property
     def fingerprint(self) -> str:
+        # Everything a cached Tagger reads from its spec: a worker reused by a later date (backfill)
+        # must not tag with an earlier tag-dimension snapshot or an older artifact.
         heads = [[h.name, h.path, h.parent, h.gate_by] for h in self.heads]
-        payload = json.dumps([heads, self.gate_head, self.rules.version, self.device, self.torch_threads],
+        payload = json.dumps([heads, self.gate_head, self.rules.version, self.device, self.torch_threads,
+                              self.batch_size, self.model_version, sorted(self.tag_index.items())],
                              sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -6,7 +6,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from tagger.cli import date_range, main
+from tagger.cli import date_range, main, subcommand_argv
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -16,6 +16,7 @@ from tagger.cli import date_range, main
     (["backfill", "--start", "2024-01-05", "--end", "2024-01-01"], "is after --end"),
     (["sql", "DROP TABLE tagging.item_tags"], "read-only"),
     (["sql", "SELECT 1; DROP TABLE tagging.item_tags"], "read-only"),
+    (["sql", "WITH t AS (SELECT 1 AS a) INSERT OVERWRITE TABLE tagging.item_tags SELECT * FROM t"], "read-only"),
 ])
 def test_usage_errors_come_before_spark(args, needle):
     started = time.perf_counter()
@@ -30,6 +31,11 @@ def test_bad_config_exits_3_naming_the_file(tmp_path):
     bad.write_text("tables: {}\n", encoding="utf-8")
     result = CliRunner().invoke(main, ["--config", str(bad), "run", "--date", "2024-01-05"])
     assert result.exit_code == 3 and str(bad) in result.output and "tables.pool" in result.output
+
+
+def test_job_arguments_put_config_before_the_subcommand():
+    assert subcommand_argv("run", ["--date", "D", "--config", "c.yaml"]) == ["--config", "c.yaml", "run", "--date", "D"]
+    assert subcommand_argv("backfill", ["--start", "A", "--end", "B"]) == ["backfill", "--start", "A", "--end", "B"]
 
 
 def test_date_range_is_inclusive_and_ordered():

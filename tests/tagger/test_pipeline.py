@@ -19,9 +19,11 @@ POOL_SCHEMA = ("itemid string, title string, summary string, relate_app_tag_id s
 
 def selected_itemids(pool: pd.DataFrame, day: str) -> set[str]:
     """The team's extract filter, written independently of sql/extract_pool.sql (the oracle)."""
+    grade, gc, created = pool["recommend_grade"], pool["gc"], pool["create_time"]
+    # SQL semantics: a comparison with NULL is not true, so NULL grade, gc or create_time drops the row.
     p = pool[(pool["pt"] == day) & pool["dtype"].isin(["news", "yichehao_news", "yichehao_video"])
-             & (pool["recommend_grade"] != "Z") & ~pool["gc"].isin(["AGC-XIAOYI", "AGC-XIAOSHA"])
-             & (pool["create_time"] >= day)]
+             & grade.notna() & (grade != "Z") & gc.notna() & ~gc.isin(["AGC-XIAOYI", "AGC-XIAOSHA"])
+             & created.notna() & (created >= day)]
     return set(p["itemid"].dropna())
 
 

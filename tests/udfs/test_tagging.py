@@ -1,0 +1,22 @@
+"""The worker cache key: a reused Python worker must never tag with another run's inputs."""
+from dataclasses import replace
+
+from tagger.config import REPO_ROOT, load_config
+from udfs.rules import load_rules
+from udfs.tagging import TaggerSpec
+
+
+def _spec(**changes) -> TaggerSpec:
+    cfg = load_config()
+    spec = TaggerSpec(heads=cfg.heads, gate_head=cfg.gate_head,
+                      rules=load_rules(REPO_ROOT / "conf" / "autoshow_rules.yaml"),
+                      tag_index={"内容标签/新车资讯": (10001, "新车资讯")}, model_version="gate=v1;p0=v1")
+    return replace(spec, **changes)
+
+
+def test_fingerprint_changes_with_everything_a_cached_tagger_reads():
+    base = _spec()
+    assert _spec().fingerprint == base.fingerprint
+    for changed in (_spec(tag_index={"内容标签/新车资讯": (20002, "新车资讯")}),
+                    _spec(model_version="gate=v2;p0=v1"), _spec(batch_size=128), _spec(torch_threads=4)):
+        assert changed.fingerprint != base.fingerprint
