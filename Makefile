@@ -31,3 +31,17 @@ test-fast: install
 
 clean:
 	rm -rf $(TAGGER_HOME) spark-warehouse metastore_db derby.log
+
+## Cluster artifacts for spark-submit --master yarn|k8s://... (docs/orchestration.md):
+## dist-code: the project as a zip for --py-files (+ wheel, + a spark-cluster.properties template);
+## dist-env: its Python dependencies as a venv-pack archive for spark.archives (large: minutes).
+DIST_DIR ?= $(CURDIR)/dist
+TORCH_SPEC ?= torch==2.13.0
+.PHONY: dist dist-code dist-env
+dist: install dist-code dist-env
+
+dist-code:
+	$(BIN)/python scripts/build_dist.py code --out $(DIST_DIR)
+
+dist-env:
+	$(BIN)/python scripts/build_dist.py env --out $(DIST_DIR) --torch-spec "$(TORCH_SPEC)"

@@ -24,6 +24,12 @@ setup(
         "safetensors>=0.4",
         "click>=8.1",
         "pyyaml>=6",
+        # `tagger preflight` talks to HiveServer2. PyHive's `hive` extra does not resolve on pip 23,
+        # so its Thrift/SASL dependencies are listed one by one.
+        "pyhive==0.7.0",
+        "thrift>=0.16",
+        "thrift-sasl>=0.4.3",
+        "pure-sasl>=0.6.2",
     ],
     extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["tagger=tagger.cli:main"]},

@@ -2,7 +2,8 @@
 
 Exit codes a scheduler can act on: 0 done; 2 bad usage (nothing ran); 3 bad configuration or
 model artifact (fix it, then rerun); 4 an input is missing (retry later); 5 another run holds the
-same table and date, or the embedded metastore (retry later); 1 anything else.
+same table and date, or the embedded metastore, or (preflight) HiveServer2 is unreachable
+(retry later); 1 anything else.
 """
 from __future__ import annotations
 
@@ -262,8 +263,10 @@ def _print_query(spark, query: str, fmt: str, limit: int) -> None:
 def _register_extensions() -> None:
     """Commands that live in their own modules."""
     from tagger.bench import bench_command
+    from tagger.preflight import preflight_command
 
     main.add_command(bench_command)
+    main.add_command(preflight_command)
 
 
 _register_extensions()

@@ -1,0 +1,214 @@
+"""The daily DAG in a real Airflow 3.3 (its own virtualenv, built here on first use): the DagBag loads,
+schedule/tasks/templates are what the docstring promises, `airflow backfill create` maps dates to
+runs one to one, and `dag.test()` runs the pre-flight against a Spark Thrift Server and the real job
+through spark-submit (local mode, embedded warehouse), or fails clearly when the day never arrived.
+
+The Airflow virtualenv is `.airflow-venv` at the repository root (gitignored), reused when its
+marker matches AIRFLOW_REQUIREMENTS; the first build takes a few minutes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, write_config
+
+pytestmark = pytest.mark.slow
+
+AIRFLOW_VENV = REPO / ".airflow-venv"
+AIRFLOW_REQUIREMENTS = ("apache-airflow==3.3.2", "apache-airflow-providers-apache-spark",
+                        "apache-airflow-providers-apache-hive")
+DAG_ID = "tagger_daily"
+DAGS = REPO / "airflow_dags"
+DAY = "2024-03-05"  # seeded below; a Tuesday, nothing special
+NEVER_ARRIVES = "2024-03-09"  # not seeded: its pool partition never lands
+PROJECT_PYTHON = Path(sys.executable)  # the project's virtualenv: pyspark, torch, the tagger CLI
+
+INSPECT = r"""
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+
+bag = DagBag(sys.argv[1])
+out = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()}, "dag_ids": sorted(bag.dags)}
+dag = bag.dags.get("tagger_daily")
+if dag is not None:
+    tt = dag.timetable
+    out["timetable"] = {"type": type(tt).__name__, "expression": tt.expression, "timezone": str(tt.timezone)}
+    out["dag"] = {"max_active_runs": dag.max_active_runs, "catchup": dag.catchup,
+                  "dagrun_timeout_h": dag.dagrun_timeout.total_seconds() / 3600}
+    out["tasks"] = {}
+    for t in dag.tasks:
+        out["tasks"][t.task_id] = {
+            "type": type(t).__name__, "upstream": sorted(t.upstream_task_ids),
+            "downstream": sorted(t.downstream_task_ids), "retries": t.retries,
+            "backoff": t.retry_exponential_backoff, "pool": t.pool, "pool_slots": t.pool_slots,
+            "execution_timeout_s": t.execution_timeout.total_seconds() if t.execution_timeout else None,
+            "mode": getattr(t, "mode", None)}
+    spark = dag.get_task("tag_daily")
+    # Render the templated fields the way a run of logical date 2024-01-05 would (Variables unset).
+    ctx = {"ds": "2024-01-05", "var": {"value": {}, "json": {}}}
+    out["spark"] = {
+        "conn_id": spark._conn_id, "spark_binary": spark._spark_binary, "application": spark.application,
+        "raw_args": spark.application_args, "template_fields": list(spark.template_fields),
+        "args": spark.render_template(spark.application_args, ctx),
+        "name": spark.render_template(spark.name, ctx),
+        "properties_file": spark.render_template(spark.properties_file, ctx)}
+print("RESULT " + json.dumps(out))
+"""
+
+DAG_TEST = r"""
+import json, sys
+import pendulum
+from airflow.dag_processing.dagbag import DagBag
+
+dag = DagBag(sys.argv[1]).dags["tagger_daily"]
+run = dag.test(logical_date=pendulum.parse(sys.argv[2], tz="UTC"))
+print("RESULT " + json.dumps({"state": str(run.state), "ds": run.logical_date.strftime("%Y-%m-%d"),
+                              "interval": [str(run.data_interval_start), str(run.data_interval_end)]}))
+"""
+
+
+def _result(stdout: str) -> dict:
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, f"no RESULT line in:\n{stdout[-4000:]}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def _run(cmd, env, timeout=900, check=True, cwd=REPO):
+    done = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert done.returncode == 0, f"{cmd}\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def airflow_python() -> Path:
+    """Python of the Airflow 3.3 virtualenv, built once (a few minutes) and reused while its marker matches."""
+    python, marker = AIRFLOW_VENV / "bin" / "python", AIRFLOW_VENV / ".tagger-requirements"
+    wanted = "\n".join(AIRFLOW_REQUIREMENTS)
+    if python.exists() and marker.is_file() and marker.read_text() == wanted:
+        return python
+    _run([sys.executable, "-m", "venv", "--clear", AIRFLOW_VENV], dict(os.environ), timeout=300)
+    # --no-compile: byte-compiling ~700 MB of packages costs more than compiling the few modules used.
+    _run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
+          *AIRFLOW_REQUIREMENTS],
+         dict(os.environ), timeout=1200)
+    marker.write_text(wanted)
+    return python
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory, airflow_python) -> dict:
+    """An AIRFLOW_HOME of our own (SQLite metadata DB, migrated), the repo's DAG folder, no examples."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYSPARK", "TAGGER"))}
+    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               AIRFLOW__CORE__DAGS_FOLDER=str(DAGS), AIRFLOW__LOGGING__LOGGING_LEVEL="INFO")
+    _run([airflow_python.parent / "airflow", "db", "migrate"], env, timeout=300)
+    return env
+
+
+def test_dagbag_loads_with_schedule_tasks_and_templated_date(airflow_python, airflow_env):
+    out = _result(_run([airflow_python, "-c", INSPECT, DAGS], airflow_env, timeout=300).stdout)
+
+    assert out["import_errors"] == {}
+    assert DAG_ID in out["dag_ids"]
+    # Data-interval semantics: the run for day D fires at D+1 00:00 UTC and has logical date D.
+    assert out["timetable"] == {"type": "CronDataIntervalTimetable", "expression": "0 0 * * *", "timezone": "UTC"}
+    assert out["dag"]["max_active_runs"] == 1 and out["dag"]["catchup"] is False
+
+    tasks = out["tasks"]
+    assert set(tasks) == {"preflight", "tag_daily"}
+    assert tasks["preflight"]["downstream"] == ["tag_daily"] and tasks["tag_daily"]["upstream"] == ["preflight"]
+    assert tasks["preflight"]["mode"] == "reschedule"  # waiting for data holds no worker slot
+    for t in tasks.values():
+        assert t["retries"] >= 1 and t["backoff"] is True and t["execution_timeout_s"]
+    assert tasks["tag_daily"]["type"] == "SparkSubmitOperator"
+    assert tasks["tag_daily"]["pool"] == "tagger_item_tags" and tasks["tag_daily"]["pool_slots"] == 1
+    assert tasks["tag_daily"]["execution_timeout_s"] == 4 * 3600
+
+    spark = out["spark"]
+    assert spark["conn_id"] == "tagger_spark"
+    assert spark["application"] == str(REPO / "jobs" / "tag_daily.py")
+    assert {"application_args", "name", "properties_file"} <= set(spark["template_fields"])
+    assert spark["raw_args"][:2] == ["--date", "{{ ds }}"]
+    assert spark["args"] == ["--date", "2024-01-05", "--config", str(REPO / "conf" / "tagger.yaml")]
+    assert spark["name"] == "tagger-daily-2024-01-05"
+    assert spark["properties_file"] == ""  # no Variable: spark-submit gets no --properties-file
+
+
+def test_airflow_backfill_create_makes_one_run_per_date_each_tagging_its_own_day(airflow_python, airflow_env):
+    airflow = airflow_python.parent / "airflow"
+    _run([airflow, "dags", "reserialize"], airflow_env, timeout=300)
+    done = _run([airflow, "backfill", "create", "--dag-id", DAG_ID, "--from-date", "2024-01-03",
+                 "--to-date", "2024-01-05", "--max-active-runs", "1", "--dry-run"], airflow_env, timeout=300)
+
+    logical_dates = re.findall(r"^\|\s*(\d{4}-\d{2}-\d{2}) 00:00:00\+00:00\s*\|", done.stdout, re.MULTILINE)
+    # Inclusive range, one run per day; each run's {{ ds }} (its tag date) is its logical date.
+    assert logical_dates == ["2024-01-03", "2024-01-04", "2024-01-05"], done.stdout[-3000:]
+    assert "max_active_runs = 1" in done.stdout
+
+
+def test_dag_test_runs_preflight_and_the_job_or_fails_clearly_when_the_day_never_arrives(
+        tmp_path, tagger_home, trained, airflow_python, airflow_env):
+    from scripts.thrift_server import ThriftServer
+
+    home = tmp_path / "home"
+    shutil.copytree(tagger_home / "models", home / "models")  # small models trained by the session fixture
+    config = write_config(tmp_path)
+    bin_dir = PROJECT_PYTHON.parent
+    project_env = dict(os.environ, TAGGER_HOME=str(home), PYSPARK_PYTHON=str(PROJECT_PYTHON),
+                       PYSPARK_DRIVER_PYTHON=str(PROJECT_PYTHON))
+    _run([bin_dir / "tagger", "--config", config, "seed", "--items", "300", "--start", DAY, "--days", "1"],
+         project_env, timeout=600)
+
+    # HiveServer2 for the pre-flight. Derby lets one process open a metastore, and the job needs its
+    # own, so the server reads a copy of the seeded metastore (same tables, partitions and files):
+    # on a cluster both would talk to the one shared metastore.
+    hs2_home = tmp_path / "hs2"
+    shutil.copytree(home / "metastore_db", hs2_home / "metastore_db")
+    with ThriftServer(hs2_home) as server:
+        env = dict(airflow_env,
+                   AIRFLOW_CONN_TAGGER_SPARK=json.dumps({"conn_type": "spark", "host": "local[2]"}),
+                   AIRFLOW_CONN_TAGGER_HIVESERVER2=json.dumps({
+                       "conn_type": "hiveserver2", "host": "127.0.0.1", "port": server.port, "login": "etl",
+                       "schema": "default", "extra": {"auth_mechanism": "NONE"}}),
+                   AIRFLOW_VAR_TAGGER_JOB_CONFIG=str(config),
+                   TAGGER_SPARK_SUBMIT=str(bin_dir / "spark-submit"),
+                   TAGGER_HOME=str(home), PYSPARK_PYTHON=str(PROJECT_PYTHON),
+                   PYSPARK_DRIVER_PYTHON=str(PROJECT_PYTHON), HF_HUB_OFFLINE="1")
+
+        done = _run([airflow_python, "-c", DAG_TEST, DAGS, DAY], env, timeout=900)
+        run = _result(done.stdout)
+        log = done.stdout + done.stderr
+        assert run["state"] == "success", log[-6000:]
+        assert run["ds"] == DAY
+        assert f"pre-flight {DAY} on HiveServer2 127.0.0.1:{server.port}" in log
+        assert "READY: every required input is present." in log
+        command = next(line for line in log.splitlines() if "Spark-Submit cmd:" in line)
+        assert f"{bin_dir / 'spark-submit'} --master local[2]" in command
+        assert f"jobs/tag_daily.py --date {DAY} --config {config}" in command
+        selected = int(re.search(r"items selected\s+([\d,]+)", log).group(1).replace(",", ""))
+
+        failed = _run([airflow_python, "-c", DAG_TEST, DAGS, NEVER_ARRIVES], env, timeout=600)
+        flog = failed.stdout + failed.stderr
+        assert _result(failed.stdout)["state"] == "failed", flog[-6000:]
+        assert f"The inputs of {NEVER_ARRIVES} never arrived" in flog
+        assert f"pool ycrc_rc_eng.dws_all_reco_pool_a pt={NEVER_ARRIVES}: MISSING" in flog
+        assert "Spark-Submit cmd:" not in flog  # the job never started
+
+    # The day's partition is in the job's warehouse: one row per selected item, nothing else.
+    import pyarrow.dataset as ds
+
+    part = home / "warehouse" / "tagging.db" / "item_tags" / f"dt={DAY}"
+    table = ds.dataset(part, format="parquet").to_table(columns=["itemid"])
+    itemids = table.column("itemid").to_pylist()
+    assert selected > 250 and len(itemids) == selected == len(set(itemids))
+    assert not (home / "warehouse" / "tagging.db" / "item_tags" / f"dt={NEVER_ARRIVES}").exists()

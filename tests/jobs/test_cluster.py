@@ -1,0 +1,133 @@
+"""The job on a Spark cluster, built the way the README's cluster section says: `make dist-code` makes
+the project's code archive for --py-files, the executors' Python is `./environment/bin/python` from a
+venv-pack archive shipped with --archives ...#environment, and the master is local-cluster[2,1,2048]:
+two executor JVMs with their own Python workers, none of which can import the project from the
+checkout. Its rows must equal those of a local[2] run of the same date, and its metrics must show the
+models loaded once per Python worker.
+
+The local[2] reference run is `tagger backfill` over two dates: that is also the check of the
+backfill outside Airflow (in date order, one date after the other, never two at once).
+
+Trade-off (docs/orchestration.md): the real `make dist-env` installs torch, pyspark and transformers
+into a fresh virtualenv and packs ~1.5 GB, minutes on two cores, so here the packed environment is
+an empty virtualenv (venv-pack, the same tool) and the executors find the third-party packages through
+spark.executorEnv.PYTHONPATH pointing at the project virtualenv's site-packages. That path is not a
+site dir, so its .pth files (the editable install of this checkout) are not processed: the
+project's own code can only come from the --py-files archive.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, write_config
+
+pytestmark = pytest.mark.slow
+D1, D2 = "2024-03-11", "2024-03-12"
+PY = Path(sys.executable)
+BIN = PY.parent
+COLUMNS = ["itemid", "dtype", "gate_score", "tag_ids", "model_version", "rules_version", "run_id", "dt"]
+METRICS = ["dt", "run_id", "started_at", "seconds", "items_tagged", "model_loads", "python_workers"]
+
+
+
+def _run(cmd, env, cwd=REPO, timeout=900) -> str:
+    done = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{cmd}\n{done.stdout[-5000:]}\n{done.stderr[-5000:]}"
+    return done.stdout
+
+
+def _table(home: Path, table: str, columns: list[str], dt: str | None = None) -> list[dict]:
+    """Rows of an output table straight from its Parquet files (no Spark start: the runs are the
+    subject here, and each extra Spark session costs seconds)."""
+    import pyarrow.dataset as ds
+
+    path = home / "warehouse" / "tagging.db" / table
+    rows = ds.dataset(path, format="parquet", partitioning="hive").to_table(columns=columns).to_pylist()
+    return [r for r in rows if dt is None or r["dt"] == dt]
+
+
+def _packed_executor_env(tmp_path: Path, env: dict) -> Path:
+    """A virtualenv packed by venv-pack for spark.archives (thin: see the module docstring)."""
+    venv = tmp_path / "executor-env"
+    _run([PY, "-m", "venv", "--without-pip", venv], env)
+    tools = tmp_path / "venv-pack"
+    _run([PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", tools, "venv-pack"],
+         env, timeout=300)
+    archive = tmp_path / "executor-env.tar.gz"
+    _run([PY, "-m", "venv_pack", "--prefix", venv, "--output", archive], dict(env, PYTHONPATH=str(tools)))
+    return archive
+
+
+def test_local_cluster_run_with_dist_artifacts_matches_local_run(tmp_path, tagger_home, trained, cfg):
+    home = tmp_path / "home"
+    shutil.copytree(tagger_home / "models", home / "models")  # the small models trained by the session fixture
+    config = write_config(tmp_path)
+    env = dict(os.environ, TAGGER_HOME=str(home), PYSPARK_PYTHON=str(PY), PYSPARK_DRIVER_PYTHON=str(PY),
+               HF_HUB_OFFLINE="1")
+    tagger = [BIN / "tagger", "--config", config]
+    _run([*tagger, "seed", "--items", "400", "--start", D1, "--days", "2"], env)
+
+    # Reference: local[2], the whole range with `tagger backfill` (one session, dates in order).
+    log = _run([*tagger, "backfill", "--start", D1, "--end", D2], env)
+    assert log.index(f"[1/2] {D1}") < log.index(f"run {D1}") < log.index(f"[2/2] {D2}") < log.index(f"run {D2}")
+    local_rows = sorted(_table(home, "item_tags", COLUMNS, D2), key=lambda r: r["itemid"])
+    local_metrics = sorted(_table(home, "item_tags_run_metrics", METRICS), key=lambda r: r["started_at"])
+    local = {"rows": local_rows, "metrics": local_metrics}
+    assert len(local["rows"]) > 150
+    first, second = local["metrics"]
+    assert (first["dt"], second["dt"]) == (D1, D2)
+    # Never two dates at once: the second run started after the first had finished (1 s resolution).
+    gap = (datetime.fromisoformat(second["started_at"]) - datetime.fromisoformat(first["started_at"])).total_seconds()
+    assert gap >= first["seconds"] - 1
+
+    # What `make dist` builds: the project's code for --py-files, and a packed environment.
+    dist = tmp_path / "dist"
+    _run(["make", "-s", "dist-code", f"DIST_DIR={dist}"], env)
+    code = dist / "tagger-0.1.0.zip"
+    assert code.is_file() and (dist / "spark-cluster.properties").is_file()
+    archive = _packed_executor_env(tmp_path, env)
+    site_packages = sysconfig.get_paths()["purelib"]
+    # The executors' interpreter sees the dependencies but not this checkout's code.
+    probe = dict(env, PYTHONPATH=site_packages)
+    unpacked = tmp_path / "probe"
+    shutil.unpack_archive(archive, unpacked)
+    check = subprocess.run([unpacked / "bin" / "python", "-c", "import torch, pandas, pyarrow\nimport udfs"],
+                           cwd=tmp_path, env=probe, capture_output=True, text=True)
+    assert "No module named 'udfs'" in check.stderr, check.stderr
+
+    cluster_env = {k: v for k, v in env.items() if k != "PYSPARK_PYTHON"}
+    _run([BIN / "spark-submit", "--master", "local-cluster[2,1,2048]",
+          "--py-files", code, "--archives", f"{archive}#environment",
+          "--conf", "spark.pyspark.python=./environment/bin/python",
+          "--conf", f"spark.pyspark.driver.python={PY}",
+          "--conf", f"spark.executorEnv.PYTHONPATH={site_packages}",
+          "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",  # both executors before the first task
+          "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=300s",
+          REPO / "jobs" / "tag_daily.py", "--date", D2, "--config", config],
+         cluster_env, cwd=tmp_path, timeout=900)
+    remote = {"rows": sorted(_table(home, "item_tags", COLUMNS, D2), key=lambda r: r["itemid"]),
+              "metrics": sorted(_table(home, "item_tags_run_metrics", METRICS, D2), key=lambda r: r["started_at"])}
+
+    # Same items, tags, versions and run id; scores equal up to the 4-decimal rounding of the UDF
+    # (Arrow batches, hence padding widths, can differ between the two runs).
+    assert [r["itemid"] for r in remote["rows"]] == [r["itemid"] for r in local["rows"]]
+    exact = [c for c in COLUMNS if c != "gate_score"]
+    differing = [(a, b) for a, b in zip(local["rows"], remote["rows"])
+                 if any(a[c] != b[c] for c in exact) or abs((a["gate_score"] or 0) - (b["gate_score"] or 0)) > 2e-4]
+    assert not differing, differing[:5]
+    runs = remote["metrics"]
+    assert len(runs) == 2 and runs[0]["run_id"] == runs[1]["run_id"] == local["metrics"][1]["run_id"]
+    cluster_run = runs[-1]
+    assert cluster_run["items_tagged"] == len(local["rows"])
+    # Models are loaded once per Python worker, not per Arrow batch: every head once in every worker.
+    heads = len(cfg.heads)
+    assert cluster_run["python_workers"] >= 2, cluster_run  # two executor JVMs, each its own Python workers
+    assert cluster_run["model_loads"] == heads * cluster_run["python_workers"], cluster_run
