@@ -106,12 +106,14 @@ def test_rerun_is_identical_and_other_dates_are_untouched(spark, cfg, first_run)
     other = "2024-01-02"
     run_date(spark, cfg, other)
     before_other = partition(spark, cfg.tables.output, other).toPandas()
+    # The baseline comes from this config: other tests rewrite the date with other settings.
+    first = run_date(spark, cfg, RUN_DATE)
     before = partition(spark, cfg.tables.output, RUN_DATE)
     before_rows = spark.createDataFrame(before.toPandas(), before.schema)
 
     again = run_date(spark, cfg, RUN_DATE)
 
-    assert again.run_id == first_run.run_id
+    assert again.run_id == first.run_id == first_run.run_id
     assertDataFrameEqual(partition(spark, cfg.tables.output, RUN_DATE), before_rows)
     after_other = partition(spark, cfg.tables.output, other).toPandas()
     pd.testing.assert_frame_equal(after_other.sort_values("itemid").reset_index(drop=True),
