@@ -22,7 +22,13 @@ setup(
         "transformers>=4.40",
         "tokenizers>=0.15",
         "safetensors>=0.4",
+        "tqdm>=4.60",  # training progress bars (already a transformers dependency)
         "click>=8.1",
+        # `tagger evaluate` draws pr_curve.png (Agg backend). Label names are Chinese and build machines
+        # have no CJK font (nor apt in CI): noto-cjk-sans-otc ships Noto Sans CJK (SIL OFL 1.1) as a
+        # wheel; pinned, it is a single 0.0.1 release (models/plots.py falls back to L0..Ln without it).
+        "matplotlib>=3.8",
+        "noto-cjk-sans-otc==0.0.1",
         "pyyaml>=6",
         # `tagger preflight` talks to HiveServer2. PyHive's `hive` extra does not resolve on pip 23,
         # so its Thrift/SASL dependencies are listed one by one.

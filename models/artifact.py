@@ -11,6 +11,20 @@ config.id2label, thresholds 0.5, max_length from the tokenizer, capped at 512).
 
 Weights are only read from `model.safetensors`; pickle-based files (pytorch_model.bin, *.pt,
 *.pkl, ...) are refused.
+
+Decisions
+---------
+One function, `decide(scores, spec)` (and `LoadedHead.decide`), turns scores into labels for the
+job (udfs/tagging.py), `tagger evaluate` and `tagger calibrate` alike:
+
+1. scores are rounded to SCORE_DECIMALS (4) decimals (`round_scores`; the job writes these scores);
+2. a label passes when its rounded score >= its threshold and it is enabled;
+3. the optional per-head `decision` block of the sidecar is applied (DECISION_HELP below).
+
+A label switched off (`enabled: false`) is never emitted, whatever the decision block says.
+`HeadSpec.decision_digest()` is a short sha256 of labels, thresholds, enabled and the decision
+block; the job puts it in the model version, so the run id, the `model_version` column and the
+worker cache key change when (and only when) these change.
 """
 from __future__ import annotations
 
@@ -33,9 +47,22 @@ FORMAT_VERSION = 1
 SIDECAR = "tagger_head.json"
 WEIGHTS = "model.safetensors"
 VOCAB = "vocab.txt"
-ARCHS = ("textcnn", "bert")
+ARCHS = ("textcnn", "bert", "ensemble")  # ensemble: see models/ensemble.py
 MAX_HF_LENGTH = 512
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+SCORE_DECIMALS = 4  # scores are rounded so that reruns compare equal row for row (the job writes these)
+DECISION_KEYS = ("top_k", "min_labels", "max_labels")
+DECISION_HELP = """\
+Optional per-head `decision` block in tagger_head.json, applied after the thresholds:
+  "decision": {"top_k": null, "min_labels": 0, "max_labels": null}
+  max_labels  keep only the max_labels highest-scoring labels among those that pass their threshold.
+  min_labels  if fewer than min_labels labels pass, add the next highest-scoring enabled labels
+              (whatever their score) until there are min_labels.
+  top_k       ranking mode: ignore the thresholds and emit exactly the top_k highest-scoring enabled
+              labels (fewer only if fewer labels are enabled); cannot be combined with min/max_labels.
+Ties in score are broken by label order (the earlier label wins). Scores are compared after
+rounding to 4 decimals. Disabled labels (enabled: false) are never emitted. Without the block
+(or with the defaults above) a label is emitted iff score >= threshold and it is enabled."""
 _CORE_KEYS = ("format_version", "head", "arch", "labels", "thresholds", "enabled", "max_length", "version")
 _SAFE_FIX = ("re-save the model with model.save_pretrained(dir, safe_serialization=True) "
              "(or safetensors.torch.save_file(state_dict, 'model.safetensors'))")
@@ -145,6 +172,118 @@ class HeadSpec:
             bad("version", f"must be a string, got {self.version!r}", "set a version string")
         if not isinstance(self.extra, dict):
             bad("extra", "must be a dict", "pass a dict")
+        _validate_decision(self.extra.get("decision"), L, bad)
+        reasons = self.extra.get("disabled_reasons")
+        if reasons is not None and (not isinstance(reasons, dict)
+                                    or not all(isinstance(k, str) and isinstance(v, str) for k, v in reasons.items())):
+            bad("disabled_reasons", "must be an object of label -> reason text",
+                "write {\"label\": \"why it is switched off\"} or drop the key (tagger calibrate writes it)")
+
+    @property
+    def decision(self) -> dict:
+        """The decision block with its defaults filled in: {top_k, min_labels, max_labels}."""
+        return normalize_decision(self.extra.get("decision"))
+
+    def decision_digest(self) -> str:
+        """Short sha256 (10 hex) of what decides the emitted labels besides the weights: labels,
+        thresholds, enabled flags and the decision block (defaults filled in, so an explicit
+        default block digests like no block)."""
+        payload = json.dumps([list(self.labels), [float(t) for t in self.thresholds],
+                              [bool(e) for e in self.enabled], self.decision],
+                             sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:10]
+
+
+# -- decisions (see the module docstring and DECISION_HELP) -----------------------------------------
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _validate_decision(block, n_labels: int, bad) -> None:
+    if block is None:
+        return
+    fix = ("write \"decision\": {\"top_k\": null, \"min_labels\": 0, \"max_labels\": null} with integers "
+           f"between 1 and {n_labels} (the number of labels); see models.artifact.DECISION_HELP")
+    if not isinstance(block, dict):
+        bad("decision", f"must be an object, got {block!r}", fix)
+    unknown = sorted(set(block) - set(DECISION_KEYS))
+    if unknown:
+        bad("decision", f"has unknown keys {unknown} (known: {list(DECISION_KEYS)})", fix)
+    top_k, lo, hi = block.get("top_k"), block.get("min_labels", 0), block.get("max_labels")
+    if top_k is not None and (not _is_int(top_k) or not 1 <= top_k <= n_labels):
+        bad("decision", f"top_k must be null or an integer in [1, {n_labels}], got {top_k!r}", fix)
+    if lo is None:
+        lo = 0
+    if not _is_int(lo) or not 0 <= lo <= n_labels:
+        bad("decision", f"min_labels must be an integer in [0, {n_labels}], got {lo!r}", fix)
+    if hi is not None and (not _is_int(hi) or not 1 <= hi <= n_labels):
+        bad("decision", f"max_labels must be null or an integer in [1, {n_labels}], got {hi!r}", fix)
+    if hi is not None and lo > hi:
+        bad("decision", f"min_labels ({lo}) is greater than max_labels ({hi})", fix)
+    if top_k is not None and (lo or hi is not None):
+        bad("decision", "top_k (ranking mode, thresholds ignored) cannot be combined with min_labels/max_labels",
+            "use either top_k alone, or min_labels/max_labels with the thresholds")
+
+
+def normalize_decision(block: dict | None) -> dict:
+    """{top_k, min_labels, max_labels} with defaults (None, 0, None); validate first."""
+    block = block or {}
+    top_k, hi = block.get("top_k"), block.get("max_labels")
+    return {"top_k": None if top_k is None else int(top_k), "min_labels": int(block.get("min_labels") or 0),
+            "max_labels": None if hi is None else int(hi)}
+
+
+def round_scores(scores) -> np.ndarray:
+    """Scores as the job writes them: float64 rounded to SCORE_DECIMALS decimals (idempotent)."""
+    return np.round(np.asarray(scores, dtype=np.float64), SCORE_DECIMALS)
+
+
+def decide(scores, spec: HeadSpec) -> np.ndarray:
+    """Boolean (n, L) decisions from (n, L) scores: rounded scores >= thresholds, enabled labels
+    only, then the spec's decision block (top_k / min_labels / max_labels, see DECISION_HELP)."""
+    s = round_scores(scores)
+    L = len(spec.labels)
+    if s.ndim != 2 or s.shape[1] != L:
+        raise ValueError(f"scores must have shape (n, {L}) for head {spec.head!r}, got {s.shape}")
+    enabled = np.asarray(spec.enabled, dtype=bool)[None, :]
+    hit = (s >= np.asarray(spec.thresholds, dtype=np.float64)[None, :]) & enabled
+    d = spec.decision
+    if d["top_k"] is None and not d["min_labels"] and d["max_labels"] is None:
+        return hit
+    n = s.shape[0]
+    if n == 0:
+        return hit
+    # rank labels per row: highest score first, ties by label order (stable sort); disabled last
+    order = np.argsort(-np.where(enabled, s, -np.inf), axis=1, kind="stable")
+    enabled_sorted = np.take_along_axis(np.broadcast_to(enabled, s.shape), order, axis=1)
+    if d["top_k"] is not None:
+        keep = enabled_sorted & (np.arange(L)[None, :] < d["top_k"])
+    else:
+        keep = np.take_along_axis(hit, order, axis=1)
+        if d["min_labels"]:
+            short = d["min_labels"] - keep.sum(axis=1, keepdims=True)
+            extra = enabled_sorted & ~keep
+            keep = keep | (extra & (np.cumsum(extra, axis=1) <= short))
+        if d["max_labels"] is not None:
+            keep = keep & (np.cumsum(keep, axis=1) <= d["max_labels"])
+    out = np.zeros_like(hit)
+    np.put_along_axis(out, order, keep, axis=1)
+    return out
+
+
+def artifact_version(path: str | os.PathLike, spec: HeadSpec | None = None) -> str:
+    """"<version>@<digest>": what the job records as a head's model version. The digest covers the
+    thresholds, switches and decision block, and for an ensemble its members' as well, so a
+    recalibrated head (or member) is a new model version."""
+    spec = spec or read_spec(path)
+    digest = spec.decision_digest()
+    if spec.arch == "ensemble":
+        from .ensemble import member_dirs
+
+        parts = [digest] + [artifact_version(m) for m in member_dirs(_dir_and_sidecar(path)[0], spec)]
+        digest = hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()[:10]
+    return f"{spec.version}@{digest}"
 
 
 def _dir_and_sidecar(path) -> tuple[Path, Path]:
@@ -374,11 +513,14 @@ class LoadedHead:
         np.clip(out, 0.0, 1.0, out=out)
         return out
 
+    def decide(self, proba) -> np.ndarray:
+        """Boolean (n, L) decisions from this head's scores: `decide(proba, self.spec)` (rounded
+        scores vs thresholds, enabled labels only, then the sidecar's decision block)."""
+        return decide(proba, self.spec)
+
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Boolean (n, L) decisions: proba >= threshold, and label enabled."""
-        proba = self.predict_proba(texts, batch_size=batch_size)
-        return (proba >= np.asarray(self.spec.thresholds, dtype=np.float32)[None, :]) & \
-            np.asarray(self.spec.enabled, dtype=bool)[None, :]
+        """Boolean (n, L) decisions for texts: `self.decide(self.predict_proba(texts))`."""
+        return self.decide(self.predict_proba(texts, batch_size=batch_size))
 
     def __repr__(self) -> str:
         return (f"LoadedHead(head={self.spec.head!r}, arch={self.spec.arch!r}, labels={len(self.spec.labels)}, "
@@ -391,8 +533,12 @@ def load_head(path: str | os.PathLike, device: str | None = None) -> LoadedHead:
     if not d.is_dir():
         raise ArtifactError(d, None, "directory does not exist",
                             "point at a head directory written by models.training.train_head")
-    shapes = check_weights(d)
     spec = read_spec(d)
+    if spec.arch == "ensemble":  # no weights of its own: its members are heads
+        from .ensemble import load_ensemble
+
+        return load_ensemble(d, spec, device=device)
+    shapes = check_weights(d)
     dev = _default_device(device)
     if spec.arch == "textcnn":
         return _load_textcnn(d, spec, shapes, dev)

@@ -126,3 +126,32 @@ def apply_thresholds(proba: np.ndarray, thresholds: Sequence[float],
     if enabled is not None:
         pred &= np.asarray(enabled, dtype=bool)[None, :]
     return pred
+
+
+def threshold_curve(y_true: np.ndarray, scores: np.ndarray) -> dict:
+    """One label's counts at every candidate threshold: the distinct values of `scores`.
+
+    Returns {"thresholds": ascending distinct scores, "tp": true positives and "predicted": items
+    predicted at each (prediction: score >= threshold), "positives": positives in y_true}.
+    Pass scores already rounded the way the job rounds them (models.artifact.round_scores), so
+    these counts are exactly what the job's decisions give."""
+    yt = np.asarray(y_true).astype(bool).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if yt.shape != s.shape:
+        raise ValueError(f"shape mismatch: y_true {yt.shape}, scores {s.shape}")
+    values, inverse = np.unique(s, return_inverse=True)
+    at_value = np.bincount(inverse, minlength=len(values))
+    pos_at_value = np.bincount(inverse, weights=yt.astype(np.float64), minlength=len(values)).astype(np.int64)
+    # predicted at threshold values[k] = every item scoring >= values[k]: a reversed cumulative sum
+    predicted = np.cumsum(at_value[::-1])[::-1].astype(np.int64)
+    tp = np.cumsum(pos_at_value[::-1])[::-1].astype(np.int64)
+    return {"thresholds": values, "tp": tp, "predicted": predicted, "positives": int(yt.sum())}
+
+
+def precision_recall_at(y_true: np.ndarray, pred: np.ndarray) -> dict:
+    """Precision, recall, F1, support and predicted count of one label's boolean decisions."""
+    yt = np.asarray(y_true).astype(bool).ravel()
+    yp = np.asarray(pred).astype(bool).ravel()
+    tp = int((yt & yp).sum())
+    p, r = _div(tp, yp.sum()), _div(tp, yt.sum())
+    return {"precision": p, "recall": r, "f1": _f1(p, r), "support": int(yt.sum()), "predicted": int(yp.sum())}

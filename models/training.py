@@ -1,14 +1,17 @@
 """Training of tagging heads (TextCNN gate, small BERT multi-label head) on CPU or GPU.
 
-Multi-label BCE-with-logits, length-bucketed shuffled mini-batches with dynamic padding, one log
-line per epoch, early stopping on dev macro-F1 (at per-label F1-max thresholds), best epoch
-restored, per-label thresholds chosen on dev over 0.05..0.95, artifact written to a staging
-directory and moved into place when complete."""
+Multi-label BCE-with-logits, length-bucketed shuffled mini-batches with dynamic padding, a progress
+bar with an ETA over each epoch's batches (on a terminal), one log line per epoch, a warning up
+front for labels without train/dev positives, early stopping on dev macro-F1 (at per-label F1-max
+thresholds), best epoch restored, per-label thresholds chosen on dev over 0.05..0.95, artifact
+written to a staging directory and moved into place when complete."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -17,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .artifact import (SIDECAR, VOCAB, WEIGHTS, ArtifactError, HeadSpec, LoadedHead, weights_version,
                        write_spec)
+from .data import DataError
 from .metrics import (THRESHOLD_GRID, apply_thresholds, best_f1_thresholds, binarize, label_report)
 from .tokenization import CharVocab, normalize_texts
 
@@ -61,6 +66,44 @@ def compute_pos_weight(y: np.ndarray, mode: str | None) -> np.ndarray | None:
     neg = y.shape[0] - pos
     w = np.divide(neg, pos, out=np.full_like(pos, POS_WEIGHT_MAX), where=pos > 0)
     return np.clip(w, 1.0, POS_WEIGHT_MAX).astype(np.float32)
+
+
+def _check_positives(head: str, labels: list[str], y_train: np.ndarray, y_dev: np.ndarray, log: Callable) -> None:
+    """Say up front what this run cannot learn or tune."""
+    train_pos = y_train.sum(axis=0)
+    if not train_pos.any():
+        raise DataError(f"[{head}] none of the {len(labels)} label(s) has a positive example in the "
+                        f"{len(y_train)} training examples: there is nothing to learn. Fix: check that the "
+                        "training data carries labels and that they are spelled as in the label list.")
+    no_train = [lab for lab, n in zip(labels, train_pos) if n == 0]
+    if no_train:
+        log(f"[{head}] WARNING: {_labels_have(no_train)} no positives in train: "
+            + ("it cannot be learned; it will score ~0" if len(no_train) == 1 else
+               "they cannot be learned; each will score ~0") + " (add positive examples to the training data).")
+    no_dev = [lab for lab, n in zip(labels, y_dev.sum(axis=0)) if n == 0]
+    if len(y_dev) == 0:
+        log(f"[{head}] note: no dev data: thresholds stay at 0.5 and there is no early stopping.")
+    elif no_dev:
+        log(f"[{head}] note: {_labels_have(no_dev)} no positives in dev: "
+            + ("its threshold cannot be tuned; kept at 0.5." if len(no_dev) == 1 else
+               "their thresholds cannot be tuned; kept at 0.5."))
+
+
+def _labels_have(names: list[str]) -> str:
+    return f"label {names[0]} has" if len(names) == 1 else f"{len(names)} labels ({', '.join(names)}) have"
+
+
+@contextlib.contextmanager
+def _hf_progress_bars(enabled: bool):
+    """transformers' own bars (e.g. "Writing model shards") follow train_head's `progress` too."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if before else hf_logging.disable_progress_bar)()
 
 
 def _length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
@@ -151,12 +194,16 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
                dev_texts: list[str], dev_labels: list[list[str]], out_dir: str, epochs: int | None = None,
                max_length: int | None = None, lr: float | None = None, batch_size: int = 32, seed: int = 0,
                pos_weight: str = "auto", size: str = "small", log: Callable[..., object] = print,
-               patience: int | None = None, device: str | None = None) -> TrainResult:
+               patience: int | None = None, device: str | None = None, progress: bool | None = None,
+               source: dict | None = None) -> TrainResult:
     """Train a head and write its artifact to `out_dir` (replaced if it already holds a head).
 
     epochs / lr / max_length / patience None -> per-arch DEFAULTS. Early stopping: stop after
     `patience` epochs without a dev macro-F1 gain, or at once on a perfect dev score; the best
-    epoch's weights are kept. device None: cuda if available, else cpu."""
+    epoch's weights are kept. device None: cuda if available, else cpu. progress: a tqdm bar per
+    epoch on stderr (None: only when stderr is a terminal). Labels without train positives are
+    named in a WARNING before training; if no label has any, DataError (a ValueError). source:
+    where the examples came from (files, format), kept in the sidecar under trained_on.source."""
     t0 = time.time()
     if arch not in DEFAULTS:
         raise ValueError(f"arch must be one of {sorted(DEFAULTS)}, got {arch!r}")
@@ -183,7 +230,10 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
     dev_texts = normalize_texts(dev_texts)
     y_train = binarize(train_labels, labels).astype(np.float32)
     y_dev = binarize(dev_labels, labels)
+    _check_positives(head, labels, y_train, y_dev, log)
     pw = compute_pos_weight(y_train, pos_weight)
+    if progress is None:
+        progress = sys.stderr.isatty()
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
@@ -210,7 +260,9 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
             te = time.time()
             model.train()
             total, count = 0.0, 0
-            for idx in _length_bucketed_batches(lengths, batch_size, rng):
+            batches = _length_bucketed_batches(lengths, batch_size, rng)
+            for idx in tqdm(batches, desc=f"[{head}] epoch {epoch}/{epochs}", unit="batch", leave=False,
+                            disable=not progress, file=sys.stderr, dynamic_ncols=True):
                 width = max(int(lengths[idx].max()), min_width)
                 x = torch.from_numpy(np.ascontiguousarray(ids[idx, :width])).to(dev_, torch.long)
                 lens = torch.from_numpy(lengths[idx]).to(dev_)
@@ -276,7 +328,8 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
         else:
             from .bert_head import save_hf_dir
 
-            save_hf_dir(model, loaded.tokenizer, staging)
+            with _hf_progress_bars(progress):
+                save_hf_dir(model, loaded.tokenizer, staging)
         seconds = time.time() - t0
         spec = HeadSpec(
             head=head, arch=arch, labels=labels, thresholds=[float(t) for t in thresholds],
@@ -292,6 +345,7 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
                     "pos_weight_values": None if pw is None else [float(x) for x in pw],
                     "max_length": max_length, "seconds": round(seconds, 1), "device": str(dev_),
                     "torch": torch.__version__,
+                    **({"source": source} if source else {}),
                 },
                 "metrics": {k: v for k, v in report.items() if k != "history"},
                 **arch_info,

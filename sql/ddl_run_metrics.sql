@@ -14,7 +14,8 @@ CREATE TABLE IF NOT EXISTS IDENTIFIER(:table) (
   model_version STRING,
   rules_version STRING,
   model_loads BIGINT COMMENT 'heads loaded, summed over Python workers (once per worker when healthy)',
-  python_workers BIGINT COMMENT 'distinct Python worker processes in the tag stage'
+  python_workers BIGINT COMMENT 'distinct Python worker processes in the tag stage',
+  implied_parents BIGINT COMMENT 'parent tags added because a child tag came without its parent (source hierarchy)'
 )
 PARTITIONED BY (dt STRING)
 STORED AS PARQUET

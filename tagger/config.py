@@ -53,9 +53,13 @@ class HeadConf:
 
 @dataclass(frozen=True)
 class TrainConf:
-    arch: str  # textcnn | bert
+    arch: str  # textcnn | bert | ensemble
     labels: tuple[str, ...] | None  # None: the active children of the head's parent
     options: dict[str, Any] = field(default_factory=dict)  # epochs, max_length, lr, batch_size, ...
+    precision: float | None = None  # calibrate thresholds on dev to this precision after training
+    min_dev_positives: int = 5  # fewer dev positives than this: the label is switched off
+    combine: str | None = None  # ensemble only: intersection | union | mean
+    members: tuple["TrainConf", ...] = ()  # ensemble only: one entry per member model
 
 
 @dataclass(frozen=True)
@@ -147,23 +151,57 @@ TRAIN_OPTIONS = {"epochs": int, "max_length": int, "lr": float, "batch_size": in
                  "patience": int, "seed": int}
 
 
+HEAD_TRAIN_KEYS = ("arch", "labels", "precision", "min_dev_positives", "combine", "members")
+COMBINE = ("intersection", "union", "mean")
+
+
+def _options(t: _Reader, skip: tuple[str, ...]) -> dict[str, Any]:
+    options = {}
+    for key in t.data:
+        if key in skip:
+            continue
+        if key not in TRAIN_OPTIONS:
+            t.fail(key, f"unknown training option; known: {', '.join(skip)}, {', '.join(TRAIN_OPTIONS)}")
+        options[key] = t.get(key, (int, float) if TRAIN_OPTIONS[key] is float else TRAIN_OPTIONS[key])
+    return options
+
+
 def _train_conf(t: _Reader) -> TrainConf:
     arch = t.get("arch", str)
-    if arch not in ("textcnn", "bert"):
-        t.fail("arch", f"must be 'textcnn' or 'bert', got {arch!r}")
+    if arch not in ("textcnn", "bert", "ensemble"):
+        t.fail("arch", f"must be 'textcnn', 'bert' or 'ensemble', got {arch!r}")
     labels = t.get("labels", (list, str))
     if labels == "children":
         labels = None
     elif not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
         t.fail("labels", "must be 'children' or a non-empty list of tag names")
-    options = {}
-    for key, value in t.data.items():
-        if key in ("arch", "labels"):
-            continue
-        if key not in TRAIN_OPTIONS:
-            t.fail(key, f"unknown training option; known: arch, labels, {', '.join(TRAIN_OPTIONS)}")
-        options[key] = t.get(key, (int, float) if TRAIN_OPTIONS[key] is float else TRAIN_OPTIONS[key])
-    return TrainConf(arch=arch, labels=tuple(labels) if labels else None, options=options)
+    precision = t.get("precision", (int, float), None)
+    if precision is not None and not 0 < precision <= 1:
+        t.fail("precision", f"must be in (0, 1], got {precision}", "The business target is 0.80.")
+    min_pos = t.positive_int("min_dev_positives", 5)
+    combine, members = None, ()
+    if arch == "ensemble":
+        combine = t.get("combine", str)
+        if combine not in COMBINE:
+            t.fail("combine", f"must be one of {', '.join(COMBINE)}, got {combine!r}")
+        items = t.get("members", list)
+        if len(items) < 2:
+            t.fail("members", "an ensemble needs at least two members, e.g. [{arch: bert}, {arch: textcnn}]")
+        members = []
+        for i, item in enumerate(items):
+            m = _Reader(t.source, item, f"{t.prefix}members[{i}].")
+            member_arch = m.get("arch", str)
+            if member_arch not in ("textcnn", "bert"):
+                m.fail("arch", f"a member must be 'textcnn' or 'bert', got {member_arch!r}")
+            members.append(TrainConf(arch=member_arch, labels=None, options=_options(m, ("arch",))))
+        members = tuple(members)
+    else:
+        for key in ("combine", "members"):
+            if key in t.data:
+                t.fail(key, "is only for arch: ensemble")
+    return TrainConf(arch=arch, labels=tuple(labels) if labels else None,
+                     options=_options(t, HEAD_TRAIN_KEYS), precision=precision, min_dev_positives=min_pos,
+                     combine=combine, members=members)
 
 
 def expand(value: str, conf_dir: Path) -> str:

@@ -20,6 +20,7 @@ from tagger.failpoints import failpoint
 from tagger.normalize import normalize
 from tagger.run_lock import run_lock
 from tagger.write import append_partition, ensure_tables, overwrite_partition
+from udfs.hierarchy import SOURCE as HIERARCHY
 from udfs.rules import load_rules
 from udfs.tagging import OUTPUT_SCHEMA, LoadCounter, TaggerSpec, tag_partitions
 
@@ -45,6 +46,7 @@ class RunSummary:
     disabled_labels: list[str] = field(default_factory=list)
     model_loads: int = 0  # heads loaded, summed over Python workers
     python_workers: int = 0  # distinct Python worker processes that tagged
+    implied_parents: int = 0  # parent tags added because a child tag was emitted without its parent
 
     def format(self) -> str:
         lines = [
@@ -58,6 +60,9 @@ class RunSummary:
         lines.append("  tags:")
         for path, n in sorted(self.tag_counts.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"      {n:>7,}  {path}")
+        if self.implied_parents:
+            lines.append(f"  {self.implied_parents:,} parent tags implied by a child tag the heads disagreed on "
+                         f"(source 'hierarchy')")
         if self.disabled_labels:
             lines.append("  labels switched off in their artifacts: " + ", ".join(self.disabled_labels))
         lines.append(f"  models loaded {self.model_loads} times in {self.python_workers} Python worker(s)")
@@ -81,18 +86,20 @@ def build_spec(cfg: Config, tag_index: dict[str, tuple[int, str]], tag_dim_table
 
     Returns the spec, the model version string and the labels switched off in artifacts.
     """
-    from models.artifact import read_spec
+    from models.artifact import artifact_version, read_spec
 
     rules = load_rules(cfg.rules_path)
     missing = [f"rule '{r.id}' -> {r.tag}" for r in rules.rules if r.tag not in tag_index]
     versions, disabled = [], []
     for head in cfg.heads:
         spec = read_spec(head.path)
-        versions.append(f"{head.name}={spec.version}")
+        # version@digest: a recalibrated artifact (or ensemble member) is a new model version
+        versions.append(f"{head.name}={artifact_version(head.path, spec)}")
+        reasons = spec.extra.get("disabled_reasons") or {}
         for label, on in zip(spec.labels, spec.enabled):
             path = f"{head.parent}/{label}"
             if not on:
-                disabled.append(f"{head.name}:{label}")
+                disabled.append(f"{head.name}:{label}" + (f" ({reasons[label]})" if reasons.get(label) else ""))
             elif path not in tag_index:
                 missing.append(f"head '{head.name}' label '{label}' -> {path}")
     if missing:
@@ -171,8 +178,13 @@ def _run_locked(spark: SparkSession, cfg: Config, run_date: str) -> RunSummary:
                         empty=n_quarantine == 0)
     clock = _timed(stages, "write", clock)
 
-    tag_counts = {r["tag_path"]: r["n"] for r in tagged.select(F.explode("tags").alias("t"))
-                  .groupBy(F.col("t.tag_path").alias("tag_path")).agg(F.count("*").alias("n")).collect()}
+    tag_counts: dict[str, int] = {}
+    implied = 0
+    for r in (tagged.select(F.explode("tags").alias("t"))
+              .groupBy(F.col("t.tag_path").alias("tag_path"), F.col("t.source").alias("source"))
+              .agg(F.count("*").alias("n")).collect()):
+        tag_counts[r["tag_path"]] = tag_counts.get(r["tag_path"], 0) + r["n"]
+        implied += r["n"] if r["source"] == HIERARCHY else 0
     reasons = {r["reason"]: r["n"] for r in quarantine
                .select(F.regexp_extract("reason", r"^[^:]*", 0).alias("reason"))
                .groupBy("reason").agg(F.count("*").alias("n")).collect()}
@@ -181,7 +193,7 @@ def _run_locked(spark: SparkSession, cfg: Config, run_date: str) -> RunSummary:
         items_with_tags=tagged.filter(F.size("tags") > 0).count(), items_quarantined=dropped_items,
         quarantine_rows=n_quarantine, tag_counts=tag_counts, quarantine_reasons=reasons,
         model_version=model_version, rules_version=spec.rules.version, disabled_labels=disabled,
-        model_loads=loads.models.value, python_workers=len(loads.workers.value))
+        model_loads=loads.models.value, python_workers=len(loads.workers.value), implied_parents=implied)
     _timed(stages, "summary", clock)
     stages["total"] = round(time.perf_counter() - t0, 2)
     summary.stage_seconds = stages
@@ -198,6 +210,6 @@ def write_metrics(spark: SparkSession, cfg: Config, s: RunSummary, started_at: s
                items_quarantined=s.items_quarantined, quarantine_rows=s.quarantine_rows, tag_counts=s.tag_counts,
                quarantine_reasons=s.quarantine_reasons, stage_seconds=s.stage_seconds,
                model_version=s.model_version, rules_version=s.rules_version,
-               model_loads=s.model_loads, python_workers=s.python_workers)
+               model_loads=s.model_loads, python_workers=s.python_workers, implied_parents=s.implied_parents)
     schema = spark.table(cfg.tables.metrics).drop("dt").schema
     append_partition(spark, spark.createDataFrame([row], schema), cfg.tables.metrics, s.run_date)

@@ -8,13 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import SparkSession
 
-from tagger.config import Config, ConfigError, HeadConf, tagger_home
+from tagger.config import Config, ConfigError, HeadConf, TrainConf, tagger_home
 from tagger.extract import extract
 from tagger.normalize import normalize
 from tagger.sql_files import run_sql
@@ -68,12 +69,50 @@ def export_splits(examples: pd.DataFrame, out: Path) -> None:
                                     ensure_ascii=False) + "\n")
 
 
+def export_head_splits(split: dict[str, pd.DataFrame], data: dict[str, tuple[list, list]], out: Path) -> dict[str, Path]:
+    """Write one head's examples (its labels, not tag paths) to out/{train,dev,test}.jsonl: the
+    files `tagger evaluate` and `tagger calibrate` take."""
+    from models.data import write_jsonl
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, frame in split.items():
+        files[name] = out / f"{name}.jsonl"
+        write_jsonl(files[name], data[name][0], data[name][1], itemids=frame["itemid"].tolist())
+    return files
+
+
+def train_artifact(head: HeadConf, labels: list[str], data: dict[str, tuple[list, list]], out_dir: Path,
+                   log=print) -> None:
+    """Train one configured head into `out_dir`; an ensemble trains each member below it
+    (members/<i>-<arch>) and writes the ensemble's sidecar over them."""
+    from models.ensemble import write_ensemble
+    from models.training import train_head
+
+    def train(conf: TrainConf, name: str, directory: Path, options: dict) -> None:
+        train_head(arch=conf.arch, head=name, labels=labels, train_texts=data["train"][0],
+                   train_labels=data["train"][1], dev_texts=data["dev"][0], dev_labels=data["dev"][1],
+                   out_dir=str(directory), log=log, **options)
+
+    conf = head.train
+    if conf.arch != "ensemble":
+        train(conf, head.name, out_dir, conf.options)
+        return
+    members = []
+    for i, member in enumerate(conf.members):
+        directory = out_dir / "members" / f"{i}-{member.arch}"
+        train(member, f"{head.name}_{i}_{member.arch}", directory, {**conf.options, **member.options})
+        members.append(directory)
+    write_ensemble(out_dir, members, conf.combine, head=head.name)
+    log(f"[{head.name}] ensemble ({conf.combine}) of {', '.join(m.name for m in members)}")
+
+
 def train_all(spark: SparkSession, cfg: Config, dates: list[str], heads: list[str] | None = None,
               log=print) -> dict[str, dict]:
     """Train the configured heads (or those named) on `dates`; report on the held-out test split."""
-    from models.metrics import binarize, format_report, label_distribution, label_report
-    from models.artifact import load_head
-    from models.training import train_head
+    from models.calibrate import calibrate_artifact, format_calibration
+    from models.evaluate import evaluate_artifact
+    from models.metrics import format_report, label_distribution
 
     examples = labelled_examples(spark, cfg, dates)
     if examples.empty:
@@ -103,28 +142,26 @@ def train_all(spark: SparkSession, cfg: Config, dates: list[str], heads: list[st
             continue  # its positives were needed by the heads it gates
         part = examples.loc[rows]
         split = {name: part[part["split"] == name] for name in SPLITS}
+        data = {name: (frame["doc_text"].tolist(), targets.loc[frame.index].tolist()) for name, frame in split.items()}
+        files = export_head_splits(split, data, tagger_home() / "data" / head.name)
         log(f"\n== head {head.name} ({head.train.arch}), {len(labels)} labels, {len(part):,} examples"
             + (f" (true positives of {head.gate_by})" if head.gate_by else ""))
-        log(label_distribution(targets.loc[split["train"].index].tolist(), labels))
-        empty = [lab for lab in labels if not any(lab in t for t in targets.loc[split["train"].index])]
-        if empty:
-            log(f"WARNING: no positives in train for {empty}: these labels cannot be learned.")
+        log(label_distribution(data["train"][1], labels))
         staging = Path(head.path + ".training")
         shutil.rmtree(staging, ignore_errors=True)
-        result = train_head(
-            arch=head.train.arch, head=head.name, labels=labels,
-            train_texts=split["train"]["doc_text"].tolist(), train_labels=targets.loc[split["train"].index].tolist(),
-            dev_texts=split["dev"]["doc_text"].tolist(), dev_labels=targets.loc[split["dev"].index].tolist(),
-            out_dir=str(staging), log=log, **head.train.options)
-        model = load_head(staging)
-        test = split["test"]
-        scores = model.predict_proba(test["doc_text"].tolist())
-        predicted = (scores >= np.asarray(model.spec.thresholds)) & np.asarray(model.spec.enabled)
-        report = label_report(binarize(targets.loc[test.index].tolist(), labels), predicted, labels)
-        log(f"-- {head.name} on the held-out test split ({len(test):,} items), thresholds from dev:")
+        started = time.perf_counter()
+        train_artifact(head, labels, data, staging, log)
+        if head.train.precision is not None:
+            changes = calibrate_artifact(staging, *data["dev"], precision=head.train.precision,
+                                         min_positives=head.train.min_dev_positives, data_path=files["dev"])
+            log(f"-- {head.name}: thresholds calibrated on dev to precision {head.train.precision:.2f}")
+            log(format_calibration(changes))
+        report = evaluate_artifact(staging, *data["test"], itemids=split["test"]["itemid"].tolist(),
+                                   data_path=files["test"])
+        log(f"-- {head.name} on the held-out test split ({len(split['test']):,} items), thresholds in the artifact:")
         log(format_report(report))
         shutil.rmtree(head.path, ignore_errors=True)
         staging.rename(head.path)  # swap in only a complete artifact
-        log(f"saved {head.path} ({result.seconds:.0f}s)")
+        log(f"saved {head.path} ({time.perf_counter() - started:.0f}s), model card {head.path}/MODEL_CARD.md")
         reports[head.name] = report
     return reports

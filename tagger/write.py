@@ -10,6 +10,9 @@ from tagger.failpoints import failpoint, stall_after_first_batch
 from tagger.sql_files import run_sql
 
 DDL = {"output": "ddl_item_tags", "quarantine": "ddl_quarantine", "metrics": "ddl_run_metrics"}
+# Columns added to a DDL after tables were first created: existing tables get them on the next
+# run (old rows read NULL). Keep in step with sql/ddl_*.sql.
+ADDED_COLUMNS = {"metrics": [("implied_parents", "BIGINT")]}
 
 
 def ensure_tables(spark: SparkSession, tables: Tables) -> None:
@@ -19,6 +22,10 @@ def ensure_tables(spark: SparkSession, tables: Tables) -> None:
         run_sql(spark, "ddl_database", database=database)
     for attr, ddl in DDL.items():
         run_sql(spark, ddl, table=names[attr])
+        have = {f.name for f in spark.table(names[attr]).schema.fields}
+        for column, kind in ADDED_COLUMNS.get(attr, []):
+            if column not in have:
+                spark.sql(f"ALTER TABLE IDENTIFIER(:table) ADD COLUMNS ({column} {kind})", args={"table": names[attr]})
 
 
 def _insert(spark: SparkSession, df: DataFrame, table: str, dt: str, overwrite: bool) -> None:

@@ -18,7 +18,7 @@ SEED_START, SEED_DAYS, SEED_ITEMS = "2024-01-01", 3, 3000
 TRAIN_DATES = ["2024-01-01", "2024-01-02"]
 RUN_DATE = "2024-01-03"  # seeded, not trained on
 # Small, fast models: the pipeline tests check plumbing, not accuracy (tests/test_demo_quality.py does).
-FAST_TRAIN = {"gate": {"epochs": 2}, "p0": {"epochs": 2, "max_length": 96}}
+FAST_TRAIN = {"gate": {"epochs": 2}, "p0": {"epochs": 2, "max_length": 96}, "p1": {"epochs": 2, "max_length": 128}}
 
 
 def write_config(directory: Path, name: str = "tagger.yaml", edit=None) -> Path:

@@ -1,4 +1,5 @@
-"""The tagging pass: rules -> binary gate -> multi-label heads on gated rows -> tag ids.
+"""The tagging pass: rules -> binary gate -> multi-label heads on gated rows -> implied parent
+tags (udfs/hierarchy.py) -> tag ids.
 
 `Tagger.tag(pdf)` works on a plain pandas DataFrame (tests, benchmarks); `tag_partitions(spec)`
 is the same thing as a `mapInPandas` function. Models are loaded once per Python worker
@@ -18,6 +19,7 @@ import pandas as pd
 from pyspark.accumulators import AccumulatorParam
 
 from tagger.config import HeadConf
+from udfs.hierarchy import add_implied_parents, ancestors_by_path
 from udfs.rules import RuleSet
 
 TAG_STRUCT = "struct<tag_id: bigint, tag_name: string, tag_path: string, score: double, source: string>"
@@ -25,7 +27,7 @@ OUTPUT_SCHEMA = (f"itemid string, dtype string, gate_score double, tags array<{T
                  "tag_ids string")
 INPUT_COLUMNS = ["itemid", "dtype", "doc_text"]
 RULE_SOURCE = "rule"
-SCORE_DECIMALS = 4  # scores are rounded so that reruns compare equal row for row
+# scores are rounded (models.artifact.SCORE_DECIMALS, round_scores) so that reruns compare equal row for row
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,17 @@ class Tagger:
         started = time.perf_counter()
         self.spec = spec
         self.heads = [(conf, load_head(conf.path, device=spec.device)) for conf in spec.heads]
+        # a label switched off in its artifact is never emitted, not even as an implied parent
+        emittable = [r.tag for r in spec.rules.rules] + [
+            f"{conf.parent}/{label}" for conf, head in self.heads
+            for label, on in zip(head.spec.labels, head.spec.enabled) if on]
+        self.ancestors = ancestors_by_path(p for p in emittable if p in spec.tag_index)
         self.load_seconds = time.perf_counter() - started
         self.pid = os.getpid()
 
     def tag(self, pdf: pd.DataFrame) -> pd.DataFrame:
+        from models.artifact import round_scores  # already imported by __init__ (torch stays off the driver)
+
         texts = pdf["doc_text"].fillna("")
         n = len(pdf)
         tags: list[list[dict]] = [[] for _ in range(n)]
@@ -87,10 +96,8 @@ class Tagger:
             spec = head.spec
             rows = np.arange(n) if conf.gate_by is None else np.flatnonzero(passed[conf.gate_by])
             scores = head.predict_proba([text_list[r] for r in rows], batch_size=self.spec.batch_size)
-            scores = np.round(scores.astype(np.float64), SCORE_DECIMALS)
-            thresholds = np.asarray(spec.thresholds)
-            enabled = np.asarray(spec.enabled, dtype=bool)
-            hit = (scores >= thresholds) & enabled
+            scores = round_scores(scores)
+            hit = head.decide(scores)  # the one decision function (thresholds, enabled, decision block)
             first = np.zeros(n, dtype=bool)
             first[rows] = hit[:, 0]
             passed[conf.name] = first
@@ -101,6 +108,7 @@ class Tagger:
                 tag_id, name = index[paths[c]]
                 tags[rows[r]].append(dict(tag_id=tag_id, tag_name=name, tag_path=paths[c],
                                           score=float(scores[r, c]), source=conf.name))
+        add_implied_parents(tags, self.ancestors, index)
         return pd.DataFrame({
             "itemid": pdf["itemid"].to_numpy(),
             "dtype": pdf["dtype"].to_numpy(),

@@ -1,0 +1,136 @@
+"""Ensemble heads: two or more member heads trained on the same labels, combined per label.
+
+An ensemble is an artifact directory like any other head, so the job, `tagger evaluate` and
+`tagger calibrate` treat it the same way. Its `tagger_head.json` has `arch: ensemble`,
+`combine` and `members` (directories, relative to the ensemble's own directory or absolute);
+it has no weights of its own.
+
+Scores. Each member's score (rounded as the job rounds it) is first rescaled so that the
+member's own threshold maps to 0.5, piecewise linear: [0, t) -> [0, 0.49), [t, 1] -> [0.5, 1]
+(the small gap keeps "below its threshold" below 0.5 after rounding). Then, per label:
+  intersection: the minimum of the members' rescaled scores (>= 0.5 iff every member says yes)
+  union:        the maximum (>= 0.5 iff any member says yes)
+  mean:         the mean
+With the ensemble's thresholds at 0.5 (the default), intersection and union reproduce "both
+models say yes" and "either model says yes" exactly; `tagger calibrate` then moves the
+ensemble's thresholds like any head's.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .artifact import ArtifactError, HeadSpec, LoadedHead, read_spec, round_scores, write_spec
+
+COMBINE = ("intersection", "union", "mean")
+BELOW = 0.49  # a score under its member's threshold maps below this
+
+
+def rescale(proba: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """Map each label's own threshold to 0.5, keeping 0 -> 0 and 1 -> 1 (monotone)."""
+    p = round_scores(proba)
+    t = np.asarray(thresholds, dtype=np.float64)[None, :]
+    below = BELOW * p / np.maximum(t, 1e-6)
+    above = 0.5 + 0.5 * (p - t) / np.maximum(1 - t, 1e-6)
+    return np.where(p < t, below, np.minimum(above, 1.0))
+
+
+def combine_scores(member_scores: Sequence[np.ndarray], member_thresholds: Sequence[Sequence[float]],
+                   combine: str) -> np.ndarray:
+    if combine not in COMBINE:
+        raise ValueError(f"combine must be one of {COMBINE}, got {combine!r}")
+    stacked = np.stack([rescale(s, t) for s, t in zip(member_scores, member_thresholds)])
+    reduce = {"intersection": np.min, "union": np.max, "mean": np.mean}[combine]
+    return reduce(stacked, axis=0).astype(np.float32)
+
+
+def member_dirs(directory: str | os.PathLike, spec: HeadSpec) -> list[Path]:
+    base = Path(directory)
+    return [Path(m) if os.path.isabs(m) else base / m for m in spec.extra.get("members", [])]
+
+
+def validate_ensemble(directory, spec: HeadSpec) -> list[HeadSpec]:
+    """Check the ensemble block and that every member has the ensemble's labels, in order."""
+    combine, members = spec.extra.get("combine"), spec.extra.get("members")
+    if combine not in COMBINE:
+        raise ArtifactError(directory, "tagger_head.json", f"combine is {combine!r}",
+                            f"set combine to one of {list(COMBINE)}", key="combine")
+    if not isinstance(members, list) or len(members) < 2 or not all(isinstance(m, str) and m for m in members):
+        raise ArtifactError(directory, "tagger_head.json", "members must list at least two head directories",
+                            "list the member directories (relative to the ensemble directory or absolute)",
+                            key="members")
+    specs = []
+    for path in member_dirs(directory, spec):
+        member = read_spec(path)
+        if member.arch == "ensemble":
+            raise ArtifactError(path, "tagger_head.json", "an ensemble cannot be a member of another ensemble",
+                                "list plain textcnn/bert heads as members", key="arch")
+        if member.labels != spec.labels:
+            raise ArtifactError(directory, "tagger_head.json",
+                                f"member {path} has labels {member.labels}, the ensemble has {spec.labels}",
+                                "train the members on the same label file (same labels, same order)", key="members")
+        specs.append(member)
+    return specs
+
+
+class EnsembleHead(LoadedHead):
+    """A LoadedHead whose scores are combined from its members' (see the module docstring)."""
+
+    def __init__(self, spec: HeadSpec, members: list[LoadedHead], path: str | None = None):
+        self.spec = spec
+        self.members = members
+        self.device = members[0].device
+        self.model = None
+        self.vocab = self.tokenizer = None
+        self.output = "sigmoid"
+        self.path = path
+        self.max_length = int(spec.max_length)
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        scores = [m.predict_proba(texts, batch_size=batch_size) for m in self.members]
+        return combine_scores(scores, [m.spec.thresholds for m in self.members], self.spec.extra["combine"])
+
+    def __repr__(self) -> str:
+        return (f"EnsembleHead(head={self.spec.head!r}, combine={self.spec.extra['combine']!r}, "
+                f"members={[m.spec.head for m in self.members]}, version={self.spec.version!r})")
+
+
+def load_ensemble(directory: str | os.PathLike, spec: HeadSpec, device=None) -> EnsembleHead:
+    from .artifact import load_head
+
+    validate_ensemble(directory, spec)
+    members = [load_head(path, device=device) for path in member_dirs(directory, spec)]
+    return EnsembleHead(spec, members, path=str(directory))
+
+
+def write_ensemble(out_dir: str | os.PathLike, members: Sequence[str | os.PathLike], combine: str,
+                   head: str | None = None, thresholds: Sequence[float] | None = None) -> HeadSpec:
+    """Write an ensemble artifact over existing member heads (paths stored relative to out_dir
+    when the members live below it, so the directory can be copied as a whole)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if combine not in COMBINE:
+        raise ValueError(f"combine must be one of {COMBINE}, got {combine!r}")
+    specs = [read_spec(m) for m in members]
+    labels = specs[0].labels
+    stored = []
+    for m in members:
+        m = Path(m).resolve()
+        try:
+            stored.append(str(m.relative_to(out.resolve())))
+        except ValueError:
+            stored.append(str(m))
+    digest = hashlib.sha256("|".join([combine, *(s.version for s in specs)]).encode()).hexdigest()[:8]
+    spec = HeadSpec(head=head or out.name, arch="ensemble", labels=list(labels),
+                    thresholds=list(thresholds) if thresholds is not None else [0.5] * len(labels),
+                    enabled=[True] * len(labels), max_length=max(s.max_length for s in specs),
+                    version=f"{head or out.name}-{combine}-{digest}",
+                    extra={"combine": combine, "members": stored,
+                           "member_versions": [s.version for s in specs]})
+    validate_ensemble(out, spec)
+    write_spec(out, spec)
+    return spec

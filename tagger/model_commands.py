@@ -1,0 +1,221 @@
+"""`tagger evaluate` and `tagger calibrate`: a head artifact against the team's labelled files.
+
+No Spark and no config: a head directory (ours, an ensemble, or a Hugging Face
+sequence-classification checkpoint) and a labelled file (JSON lines {"text", "labels"} or
+PaddleNLP `text<TAB>a,b`, see models/data.py). Decisions are the job's own
+(models.artifact.decide), so what these commands measure is what the daily job emits.
+
+Exit codes: 0 done; 2 bad input (a missing or unreadable data file, bad options); 3 the model
+artifact cannot be used (models.artifact.ArtifactError); 1 anything else.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from models.data import DataError, read_examples, read_label_file
+
+EXIT_BAD_INPUT, EXIT_ARTIFACT = 2, 3
+DATA_FORMATS = ("auto", "jsonl", "paddle")
+
+
+def _fail(message, code: int = EXIT_BAD_INPUT):
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def _read(path: str, fmt: str = "auto", labels_file: str | None = None):
+    """models.data.read_examples, input problems as 'Error: ...' and exit 2. With a label file,
+    every label of the data must be in it (read_examples refuses others)."""
+    try:
+        labels = read_label_file(labels_file) if labels_file else None
+        return read_examples(path, fmt=fmt, labels=labels), labels
+    except DataError as exc:
+        _fail(exc)
+
+
+def _load(model: str, device: str | None):
+    """(sidecar spec, loaded head); an unusable artifact is 'Error: ...' and exit 3. torch loads here."""
+    from models.artifact import ArtifactError, load_head, read_spec
+
+    try:
+        return read_spec(model), load_head(model, device=device)
+    except ArtifactError as exc:
+        _fail(exc, EXIT_ARTIFACT)
+
+
+def _label_notes(head_labels: list[str], file_labels: list[str] | None, ignored: dict[str, int]) -> list[str]:
+    """Warnings for label names the data/label file and the head do not share."""
+    notes = []
+    if file_labels is not None:
+        extra = [x for x in file_labels if x not in head_labels]
+        absent = [x for x in head_labels if x not in file_labels]
+        if extra:
+            notes.append(f"the label file has {len(extra)} label(s) this head does not have (ignored): {', '.join(extra)}")
+        if absent:
+            notes.append(f"the head has {len(absent)} label(s) the label file does not list (0 positives in the "
+                         f"data): {', '.join(absent)}")
+    elif ignored:
+        notes.append("labels in the data that this head does not have (ignored): "
+                     + ", ".join(f"{k} ({v})" for k, v in ignored.items()))
+    return notes
+
+
+def _plain(value):
+    """JSON-safe copy (numpy scalars and arrays, tuples)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+_MODEL_HELP = ("Head artifact directory: one written by `tagger train` (tagger_head.json + model.safetensors), "
+               "an ensemble, or a Hugging Face sequence-classification checkpoint (config.json + model.safetensors).")
+_FORMAT_HELP = "Data file format: auto (by extension, else sniffed), jsonl ({\"text\", \"labels\"}) or paddle (text<TAB>a,b)."
+_LABELS_HELP = ("Label file, one name per line (PaddleNLP label.txt). Every label of the data must be in it; "
+                "names it and the head do not share are reported. Scoring always uses the head's labels.")
+
+
+@click.command("evaluate", short_help="Precision/recall/F1 of a head on labelled data; bad cases, PR curves, model card.")
+@click.option("--model", "model", required=True, metavar="DIR", help=_MODEL_HELP)
+@click.option("--data", "data", required=True, metavar="FILE", help="Labelled test data (JSON lines or PaddleNLP).")
+@click.option("--format", "out_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text: the team's report lines, the label distribution and the files written; json: one JSON object.")
+@click.option("--out", "out_dir", default=None, metavar="DIR",
+              help="Where to write bad_cases.jsonl, pr_curve.png and MODEL_CARD.md (default: the model directory).")
+@click.option("--labels-file", default=None, metavar="FILE", help=_LABELS_HELP)
+@click.option("--data-format", "data_format", type=click.Choice(DATA_FORMATS), default="auto", show_default=True,
+              help=_FORMAT_HELP)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Inference batch size.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu).")
+def evaluate_command(model, data, out_format, out_dir, labels_file, data_format, batch_size, device):
+    """Evaluate the head in --model on --data with the daily job's own decisions (rounded scores,
+    per-label thresholds, switched-off labels, the sidecar's decision block).
+
+    Prints per label precision, recall, F1 and support, macro- and micro-F1 and the label
+    distribution, and writes next to the artifact (or into --out): bad_cases.jsonl (every item
+    with a false positive or negative), pr_curve.png (each label's precision-recall curve, its
+    threshold as a dot) and MODEL_CARD.md.
+
+    \b
+    Example:
+      tagger evaluate --model .tagger/models/p0 --data .tagger/data/test.jsonl
+    """
+    from models.metrics import format_report
+
+    examples, file_labels = _read(data, data_format, labels_file)
+    spec, head = _load(model, device)
+    from models.artifact import ArtifactError
+    from models.evaluate import evaluate_artifact
+
+    try:
+        report = evaluate_artifact(model, examples.texts, examples.labels, out_dir=out_dir, itemids=examples.itemids,
+                                   data_path=data, head=head, batch_size=batch_size)
+    except ArtifactError as exc:
+        _fail(exc, EXIT_ARTIFACT)
+    except OSError as exc:
+        _fail(f"could not write the evaluation files ({exc}). Fix: pass a writable --out directory.")
+    notes = _label_notes(list(spec.labels), file_labels, report["ignored_labels"])
+    if out_format == "json":
+        report["notes"] = notes
+        click.echo(json.dumps(_plain(report), ensure_ascii=False, sort_keys=False))
+        return
+    for note in notes:
+        click.echo(f"Note: {note}", err=True)
+    click.echo(f"{report['head']} ({report['arch']}, {report['version']}) on {data}: {report['data']['n']:,} items")
+    click.echo(format_report(report))
+    click.echo(report["distribution"])
+    off = [f"{name} ({m['reason']})" for name, m in report["labels"].items() if not m["enabled"]]
+    if off:
+        click.echo("switched off: " + ", ".join(off))
+    files = report["files"]
+    click.echo(f"bad cases:   {files['bad_cases']} ({report['n_bad_cases']:,} items)")
+    click.echo(f"PR curves:   {files['pr_curve']}")
+    click.echo(f"model card:  {files['model_card']}")
+
+
+@click.command("calibrate", short_help="Per-label thresholds for a target precision on dev data; writes the sidecar.")
+@click.option("--model", "model", required=True, metavar="DIR", help=_MODEL_HELP)
+@click.option("--dev", "dev", required=True, metavar="FILE", help="Labelled dev data the thresholds are fitted on.")
+@click.option("--precision", "precision", type=click.FloatRange(0, 1, min_open=True), default=0.80, show_default=True,
+              help="Target precision per label: each threshold is the lowest that reaches it on --dev.")
+@click.option("--min-positives", type=click.IntRange(min=0), default=5, show_default=True,
+              help="A label with fewer dev positives is switched off (too few to tell its precision).")
+@click.option("--top-k", type=click.IntRange(min=1), default=None,
+              help="Decision block: ranking mode, emit exactly the K highest-scoring enabled labels (thresholds "
+                   "ignored). Not with --min-labels/--max-labels.")
+@click.option("--min-labels", type=click.IntRange(min=0), default=None,
+              help="Decision block: if fewer labels pass, add the next highest-scoring enabled ones up to N.")
+@click.option("--max-labels", type=click.IntRange(min=1), default=None,
+              help="Decision block: keep at most the N highest-scoring passing labels.")
+@click.option("--labels-file", default=None, metavar="FILE", help=_LABELS_HELP)
+@click.option("--data-format", "data_format", type=click.Choice(DATA_FORMATS), default="auto", show_default=True,
+              help=_FORMAT_HELP)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Inference batch size.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu).")
+def calibrate_command(model, dev, precision, min_positives, top_k, min_labels, max_labels, labels_file, data_format,
+                      batch_size, device):
+    """Fit per-label thresholds of the head in --model on --dev for a target --precision, switch
+    off the labels that cannot reach it (or have too few dev positives), and write the head's
+    tagger_head.json (atomically; the weights are not touched). A Hugging Face checkpoint without
+    a sidecar gets one.
+
+    Each threshold is the lowest distinct dev score (rounded to 4 decimals, as the job rounds)
+    whose dev precision reaches the target, i.e. the one with the most recall. Switched-off labels
+    are never emitted by the job; their reason is kept in the sidecar and shown in the run summary.
+
+    Decision block: given any of --top-k, --min-labels, --max-labels, the sidecar's decision block
+    becomes exactly those (the others at their defaults; --min-labels 0 alone removes the block);
+    given none, it is kept. Ties in score go to the earlier label.
+
+    \b
+    Example:
+      tagger calibrate --model .tagger/models/p0 --dev .tagger/data/dev.jsonl --precision 0.9
+    """
+    examples, file_labels = _read(dev, data_format, labels_file)
+    from models.artifact import ArtifactError, HeadSpec, read_spec
+
+    try:
+        before = read_spec(model)
+    except ArtifactError as exc:
+        _fail(exc, EXIT_ARTIFACT)
+    decision = None
+    if top_k is not None or min_labels is not None or max_labels is not None:
+        decision = {"top_k": top_k, "min_labels": min_labels or 0, "max_labels": max_labels}
+        try:
+            HeadSpec(**{**before.__dict__, "extra": {**before.extra, "decision": decision}}).validate(model)
+        except ArtifactError as exc:
+            _fail(f"bad decision options: {exc}")
+    spec, head = _load(model, device)
+    from models.calibrate import calibrate_artifact, format_calibration
+
+    try:
+        result = calibrate_artifact(model, examples.texts, examples.labels, precision=precision,
+                                    min_positives=min_positives, decision=decision, data_path=dev, head=head,
+                                    batch_size=batch_size)
+    except ArtifactError as exc:
+        _fail(exc, EXIT_ARTIFACT)
+    except OSError as exc:
+        _fail(f"could not write {Path(model) / 'tagger_head.json'} ({exc}). Fix: make the model directory writable.")
+    for note in _label_notes(list(spec.labels), file_labels, result.ignored_labels):
+        click.echo(f"Note: {note}", err=True)
+    b, a = result.before, result.after
+    click.echo(f"{a.head} ({a.arch}) calibrated on {dev}: {len(examples):,} items, target precision {precision:.2f}, "
+               f"at least {min_positives} dev positives per label")
+    click.echo(format_calibration(result))
+    d = a.decision
+    if d != b.decision:
+        click.echo(f"decision block: {json.dumps(b.decision)} -> {json.dumps(d)}")
+    click.echo(f"dev macro-F1 {result.report['macro_f1']:.4f}, micro-F1 {result.report['micro_f1']:.4f} "
+               "with the final decisions")
+    click.echo(f"wrote {Path(model) / 'tagger_head.json'} (decision digest {b.decision_digest()} -> "
+               f"{a.decision_digest()}; the job's model version changes with it)")
+
+
+COMMANDS = (evaluate_command, calibrate_command)

@@ -1,0 +1,66 @@
+"""Heads declared in the config: plain heads and ensembles, trained by tagger.trainer."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from models.artifact import load_head, read_spec
+from models.ensemble import EnsembleHead
+from tagger.config import ConfigError, load_config
+from tagger.trainer import train_artifact
+from conftest import write_config
+from tiny_data import DEV, LABELS, TRAIN, make_data
+
+ENSEMBLE = {"arch": "ensemble", "labels": "children", "combine": "intersection", "max_length": 64,
+            "members": [{"arch": "textcnn", "epochs": 2}, {"arch": "bert", "epochs": 2, "size": "small"}]}
+
+
+def _with_p0_train(train: dict):
+    def edit(raw):
+        next(h for h in raw["heads"] if h["name"] == "p0")["train"] = train
+    return edit
+
+
+def test_an_ensemble_head_is_declared_in_the_config(tmp_path):
+    cfg = load_config(write_config(tmp_path, edit=_with_p0_train(ENSEMBLE)))
+    p0 = next(h for h in cfg.heads if h.name == "p0").train
+    assert p0.arch == "ensemble" and p0.combine == "intersection"
+    assert [m.arch for m in p0.members] == ["textcnn", "bert"]
+    assert p0.members[1].options == {"epochs": 2, "size": "small"} and p0.options == {"max_length": 64}
+
+
+@pytest.mark.parametrize("train, key", [
+    ({**ENSEMBLE, "combine": "vote"}, "combine"),
+    ({**ENSEMBLE, "members": [{"arch": "textcnn"}]}, "members"),
+    ({**ENSEMBLE, "members": [{"arch": "textcnn"}, {"arch": "svm"}]}, "members[1].arch"),
+    ({"arch": "bert", "labels": "children", "combine": "union"}, "combine"),
+    ({"arch": "bert", "labels": "children", "precision": 1.5}, "precision"),
+])
+def test_a_bad_train_section_names_the_key(tmp_path, train, key):
+    with pytest.raises(ConfigError, match=re.escape(f"heads[1].train.{key}")):
+        load_config(write_config(tmp_path, edit=_with_p0_train(train)))
+
+
+def test_train_artifact_trains_each_member_and_writes_the_ensemble(tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = load_config(write_config(tmp_path, edit=_with_p0_train(ENSEMBLE)))
+        head = next(h for h in cfg.heads if h.name == "p0")
+        data = {"train": TRAIN, "dev": DEV}
+        train_artifact(head, LABELS, data, tmp_path / "p0", log=lambda *_: None)
+    finally:
+        torch.set_num_threads(before)
+    spec = read_spec(tmp_path / "p0")
+    assert spec.arch == "ensemble" and spec.extra["members"] == ["members/0-textcnn", "members/1-bert"]
+    assert [read_spec(tmp_path / "p0" / m).arch for m in spec.extra["members"]] == ["textcnn", "bert"]
+    ensemble = load_head(tmp_path / "p0")
+    assert isinstance(ensemble, EnsembleHead)
+    texts = make_data(100, 5)[0]
+    both = np.logical_and(*(m.predict(texts) for m in ensemble.members))
+    assert np.array_equal(ensemble.predict(texts), both)
