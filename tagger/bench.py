@@ -314,13 +314,15 @@ def make_predict_fn_factory(spec):
 
 def cascade_scores(heads, texts: list[str], batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The job's model work without rules or tags: per head, (rows it ran on, rounded scores)."""
+    from models.artifact import round_scores
+
     n = len(texts)
     passed: dict[str, np.ndarray] = {}
     out = []
     for conf, head in heads:
         rows = np.arange(n) if conf.gate_by is None else np.flatnonzero(passed[conf.gate_by])
-        scores = np.round(head.predict_proba([texts[r] for r in rows], batch_size=batch_size).astype(np.float64), 4)
-        hit = (scores >= np.asarray(head.spec.thresholds)) & np.asarray(head.spec.enabled, dtype=bool)
+        scores = round_scores(head.predict_proba([texts[r] for r in rows], batch_size=batch_size))
+        hit = head.decide(scores)  # the job's decision function
         first = np.zeros(n, dtype=bool)
         first[rows] = hit[:, 0]
         passed[conf.name] = first
@@ -388,6 +390,49 @@ def run_raw(spec, items: pd.DataFrame, chunk: int):
         torch.set_num_threads(threads_before)
     result = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     return seconds, result, tagger, round(_vm_hwm_kb() / 1024, 1)
+
+
+INT8_MIN_AGREEMENT = 0.995  # issue #6: int8 is kept only if tags agree with fp32 on >= 99.5% of items
+
+
+def quantize_int8(tagger) -> int:
+    """Swap every head's torch.nn.Linear layers for dynamically quantized int8 ones, in place
+    (CPU only). Returns the number of heads changed. torch.ao's eager quantize_dynamic is
+    deprecated in favour of torchao, but is what torch 2.13 ships without another package."""
+    import warnings
+
+    import torch
+
+    changed = 0
+    for _, head in tagger.heads:
+        members = getattr(head, "members", None) or [head]
+        for member in members:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from torch.ao.quantization import quantize_dynamic
+
+                member.model = quantize_dynamic(member.model, {torch.nn.Linear}, dtype=torch.qint8)
+            changed += 1
+    return changed
+
+
+def run_int8(spec, items: pd.DataFrame, chunk: int):
+    """The raw variant with int8 dynamic quantization of the Linear layers (model load and
+    quantization untimed: they happen once per worker)."""
+    from udfs.tagging import INPUT_COLUMNS, Tagger
+
+    import torch
+
+    threads_before = torch.get_num_threads()
+    try:
+        tagger = Tagger(spec)
+        quantize_int8(tagger)
+        started = time.perf_counter()
+        parts = [tagger.tag(items.iloc[s:s + chunk][INPUT_COLUMNS]) for s in range(0, len(items), chunk)]
+        seconds = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(threads_before)
+    return seconds, pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def run_models_only(tagger, texts: list[str], batch_size: int) -> float:
@@ -530,6 +575,18 @@ def run_bench(cfg, n_items: int, model: str, models_dir: str | None, floor_items
             measures["raw_models_only"] = Measure("raw_models_only", n, models_only_s,
                                                   "heads' predict_proba on the whole list, cascade, no rules/tags, "
                                                   "models loaded")
+        int8 = None
+        if extras and device == "cpu":
+            log("raw_int8 ...")
+            int8_s, int8_out = run_int8(raw_spec, items, arrow_batch)
+            fp32_s = raw_s - tagger.load_seconds
+            int8_agree, _, int8_gate_diff = tags_agreement(int8_out, raw_out)
+            measures["raw_int8"] = Measure("raw_int8", n, int8_s, "raw with int8 dynamic quantization of Linear "
+                                           "layers, models loaded + quantized before timing")
+            int8 = {"items_per_s": round(n / int8_s, 2), "speedup_over_raw_fp32": round(fp32_s / int8_s, 3),
+                    "tags_agree_ratio": round(int8_agree, 6), "gate_score_max_abs_diff": int8_gate_diff,
+                    "min_agreement": INT8_MIN_AGREEMENT,
+                    "accepted": bool(int8_agree >= INT8_MIN_AGREEMENT and fp32_s > int8_s)}
         with_model_tags = int(sum(any(t["source"] != "rule" for t in row) for row in raw_out["tags"]))
         _, gate_model = next((c, h) for c, h in tagger.heads if c.name == spec.gate_head)
         gate_pass_share = float(np.mean((raw_out["gate_score"].to_numpy() >= gate_model.spec.thresholds[0])
@@ -620,6 +677,7 @@ def run_bench(cfg, n_items: int, model: str, models_dir: str | None, floor_items
         "gate_score_max_abs_diff_job_vs_raw": gate_diff,
         "gate_score_max_abs_diff_predict_batch_udf_vs_raw": pbu_diff,
         "items_with_model_tags": with_model_tags, "gate_pass_share": round(gate_pass_share, 4),
+        "int8": int8,
         "variants": {k: {"items": v.items, "seconds": round(v.seconds, 3), "items_per_s": ips[k], "note": v.note,
                          "peak_rss_mb": v.peak_rss_mb} for k, v in measures.items()},
         "job_partitions": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()}
@@ -662,6 +720,11 @@ def format_text(r: dict) -> str:
     lines.append(f"  tags agree job vs raw: {r['tags_agree_ratio']:.4%} of items ({r['tags_items_missing']} missing); "
                  f"gate score max |diff| job {r['gate_score_max_abs_diff_job_vs_raw']:.2g}, "
                  f"predict_batch_udf {r['gate_score_max_abs_diff_predict_batch_udf_vs_raw']:.2g}")
+    if r.get("int8"):
+        q = r["int8"]
+        lines.append(f"  int8 trial: {q['speedup_over_raw_fp32']:.2f}x the fp32 raw models (load excluded), tags "
+                     f"agree on {q['tags_agree_ratio']:.4%} of items (needs >= {q['min_agreement']:.1%}): "
+                     + ("ACCEPTED" if q["accepted"] else "rejected, the job stays fp32"))
     lines.append(f"  gate passes {r['gate_pass_share']:.1%} of items; items with model tags: "
                  f"{r['items_with_model_tags']:,}")
     lines.append(f"  peak Python worker RSS (job): {r['peak_worker_rss_mb']} MB; driver during raw: "
