@@ -325,7 +325,29 @@ def read_spec(path: str | os.PathLike) -> HeadSpec:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ArtifactError(directory, SIDECAR, f"unreadable JSON ({e})",
                             "re-copy the artifact or rewrite the sidecar with models.artifact.write_spec") from None
+    if isinstance(d, dict) and (directory / "config.json").is_file() and "arch" not in d:
+        d = _small_sidecar(directory, d)
     return HeadSpec.from_dict(d, directory, SIDECAR)
+
+
+def _small_sidecar(directory: Path, d: dict) -> dict:
+    """A hand-written sidecar next to a Hugging Face checkpoint may hold only what the checkpoint
+    lacks: `label_map` ({config.id2label name: tag label}) or `labels` (tag labels in output
+    order), and `thresholds`; the rest comes from config.json as for a checkpoint without one."""
+    base = _foreign_spec(directory).to_dict()
+    label_map = d.get("label_map")
+    if label_map is not None:
+        if not isinstance(label_map, dict) or "labels" in d:
+            raise ArtifactError(directory, SIDECAR, "label_map must be an object {id2label name: tag label} "
+                                "and cannot be combined with labels", "keep one of label_map or labels",
+                                key="label_map")
+        unmapped = [name for name in base["labels"] if name not in label_map]
+        if unmapped:
+            raise ArtifactError(directory, SIDECAR, f"label_map has no entry for {unmapped} (config.json "
+                                f"id2label: {base['labels']})", "map every output of the model to a tag label",
+                                key="label_map")
+        d = {**d, "labels": [label_map[name] for name in base["labels"]]}
+    return {**base, **d}
 
 
 def _foreign_spec(directory: Path) -> HeadSpec:

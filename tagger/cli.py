@@ -324,13 +324,13 @@ def _print_query(spark, query: str, fmt: str, limit: int) -> None:
 def _register_extensions() -> None:
     """Commands that live in their own modules."""
     from tagger.bench import bench_command
-    from tagger.model_commands import calibrate_command, evaluate_command
+    from tagger.model_commands import COMMANDS as MODEL_COMMANDS
     from tagger.preflight import preflight_command
     from tagger.workbench import split_command
 
     main.add_command(bench_command)
-    main.add_command(evaluate_command)
-    main.add_command(calibrate_command)
+    for command in MODEL_COMMANDS:  # evaluate, calibrate, ensemble
+        main.add_command(command)
     main.add_command(preflight_command)
     main.add_command(split_command)
 

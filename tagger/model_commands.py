@@ -1,4 +1,5 @@
-"""`tagger evaluate` and `tagger calibrate`: a head artifact against the team's labelled files.
+"""`tagger evaluate`, `tagger calibrate` and `tagger ensemble`: head artifacts against the team's
+labelled files.
 
 No Spark and no config: a head directory (ours, an ensemble, or a Hugging Face
 sequence-classification checkpoint) and a labelled file (JSON lines {"text", "labels"} or
@@ -218,4 +219,39 @@ def calibrate_command(model, dev, precision, min_positives, top_k, min_labels, m
                f"{a.decision_digest()}; the job's model version changes with it)")
 
 
-COMMANDS = (evaluate_command, calibrate_command)
+@click.command("ensemble", short_help="Combine two or more heads trained on the same labels into one head.")
+@click.option("--member", "members", multiple=True, required=True, metavar="DIR",
+              help="A member head directory (repeat: at least two, same labels in the same order).")
+@click.option("--combine", type=click.Choice(["intersection", "union", "mean"]), required=True,
+              help="intersection: every member says yes (precision); union: any member does (recall); "
+                   "mean: the mean of the members' scores.")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="The ensemble's directory (a sidecar only).")
+@click.option("--head", default=None, help="Head name (default: the --out directory's name).")
+def ensemble_command(members, combine, out_dir, head):
+    """Write an ensemble head over existing heads: a directory holding only tagger_head.json with
+    arch "ensemble", the combine rule and the member paths (relative when the members are inside
+    it, so copy members into DIR/members/ to ship one directory). Each member's scores are first
+    rescaled so that its own threshold maps to 0.5; with the ensemble's thresholds at 0.5 (the
+    default), intersection and union reproduce "both say yes" and "either says yes" exactly. Then
+    evaluate and calibrate it like any head, and point a head's path in the job config at it.
+
+    \b
+    Example:
+      tagger ensemble --member models/p0_bert --member models/p0_cnn --combine intersection --out models/p0
+      tagger calibrate --model models/p0 --dev dev.jsonl --precision 0.8
+    """
+    if len(members) < 2:
+        _fail("give --member at least twice: an ensemble combines two or more heads.")
+    from models.artifact import ArtifactError
+    from models.ensemble import write_ensemble
+
+    try:
+        spec = write_ensemble(out_dir, members, combine, head=head)
+    except ArtifactError as exc:
+        _fail(exc, EXIT_ARTIFACT)
+    click.echo(f"wrote {Path(out_dir) / 'tagger_head.json'}: {spec.head} = {combine} of "
+               f"{', '.join(spec.extra['members'])}; {len(spec.labels)} labels, thresholds 0.5 "
+               f"(run `tagger calibrate --model {out_dir} --dev DEV` to fit them)")
+
+
+COMMANDS = (evaluate_command, calibrate_command, ensemble_command)

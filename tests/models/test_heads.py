@@ -323,3 +323,20 @@ def test_cuda_matches_cpu(trained):
         cpu = load_head(trained[arch].path, device="cpu").predict_proba(texts)
         gpu = load_head(trained[arch].path, device="cuda").predict_proba(texts)
         np.testing.assert_allclose(gpu, cpu, atol=tol)
+
+
+def test_a_small_sidecar_maps_a_checkpoints_outputs_to_tags_and_sets_thresholds(tmp_path):
+    d, model, tok = _foreign_dir(tmp_path, "multi_label_classification", 3,
+                                 {0: "presale", 1: "spy_photo", 2: "official"})
+    (d / "tagger_head.json").write_text(json.dumps(
+        {"head": "p0", "label_map": {"spy_photo": "谍照", "presale": "预售", "official": "官图"},
+         "thresholds": [0.2, 0.5, 0.9]}, ensure_ascii=False), encoding="utf-8")
+    head = load_head(d, device="cpu")
+    assert head.spec.labels == ["预售", "谍照", "官图"] and head.spec.thresholds == [0.2, 0.5, 0.9]
+    assert head.spec.head == "p0" and head.spec.arch == "bert" and head.spec.max_length == 48
+    texts = ["开启预售", "路试谍照曝光", ""]
+    scores = head.predict_proba(texts)
+    np.testing.assert_array_equal(head.predict(texts), np.round(scores, 4) >= np.array([0.2, 0.5, 0.9]))
+    (d / "tagger_head.json").write_text(json.dumps({"label_map": {"presale": "预售"}}), encoding="utf-8")
+    with pytest.raises(ArtifactError, match="no entry for"):
+        read_spec(d)

@@ -210,3 +210,26 @@ def test_calibrate_gives_a_foreign_checkpoint_a_sidecar_that_load_head_uses(tmp_
     report = json.loads(r.stdout)
     assert report["labels"]["官图"]["reason"] == "0 dev positives < 5 needed to tell"
     assert report["ignored_labels"] == {"新车上市": sum("新车上市" in y for y in dev[1])}
+
+
+def test_ensemble_command_writes_a_head_that_evaluate_and_calibrate_take(workdir, tmp_path):
+    import shutil
+
+    model = workdir / "p0"
+    for name in ("a", "b"):
+        shutil.copytree(model, tmp_path / "ens" / "members" / name)
+    result = run("ensemble", "--member", tmp_path / "ens" / "members" / "a", "--member",
+                 tmp_path / "ens" / "members" / "b", "--combine", "intersection", "--out", tmp_path / "ens")
+    assert result.exit_code == 0, result.output
+    assert "members/a, members/b" in result.output
+    from models.artifact import load_head
+
+    head = load_head(tmp_path / "ens")
+    assert head.spec.arch == "ensemble" and head.spec.labels == load_head(model).spec.labels
+    result = run("calibrate", "--model", tmp_path / "ens", "--dev", workdir / "dev.jsonl", "--precision", "0.8")
+    assert result.exit_code == 0, result.output
+    result = run("evaluate", "--model", tmp_path / "ens", "--data", workdir / "test.jsonl", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ens" / "MODEL_CARD.md").is_file()
+    only_one = run("ensemble", "--member", model, "--combine", "union", "--out", tmp_path / "one")
+    assert only_one.exit_code == 2 and "at least twice" in only_one.output
