@@ -58,6 +58,8 @@ class TrainConf:
     options: dict[str, Any] = field(default_factory=dict)  # epochs, max_length, lr, batch_size, ...
     precision: float | None = None  # calibrate thresholds on dev to this precision after training
     min_dev_positives: int = 5  # fewer dev positives than this: the label is switched off
+    confidence: float = 0.95  # the dev precision's lower bound at this confidence must reach `precision`
+    objective: str = "recall"  # recall: lowest qualifying threshold; f1: best dev F1 among them
     combine: str | None = None  # ensemble only: intersection | union | mean
     members: tuple["TrainConf", ...] = ()  # ensemble only: one entry per member model
 
@@ -151,7 +153,8 @@ TRAIN_OPTIONS = {"epochs": int, "max_length": int, "lr": float, "batch_size": in
                  "patience": int, "seed": int}
 
 
-HEAD_TRAIN_KEYS = ("arch", "labels", "precision", "min_dev_positives", "combine", "members")
+HEAD_TRAIN_KEYS = ("arch", "labels", "precision", "confidence", "objective", "min_dev_positives", "combine",
+                   "members")
 COMBINE = ("intersection", "union", "mean")
 
 
@@ -179,6 +182,12 @@ def _train_conf(t: _Reader) -> TrainConf:
     if precision is not None and not 0 < precision <= 1:
         t.fail("precision", f"must be in (0, 1], got {precision}", "The business target is 0.80.")
     min_pos = t.positive_int("min_dev_positives", 5)
+    confidence = t.get("confidence", (int, float), 0.95)
+    if not 0.5 <= confidence < 1:
+        t.fail("confidence", f"must be in [0.5, 1), got {confidence}", "0.5 uses the dev precision itself.")
+    objective = t.get("objective", str, "recall")
+    if objective not in ("recall", "f1"):
+        t.fail("objective", f"must be 'recall' or 'f1', got {objective!r}")
     combine, members = None, ()
     if arch == "ensemble":
         combine = t.get("combine", str)
@@ -201,6 +210,7 @@ def _train_conf(t: _Reader) -> TrainConf:
                 t.fail(key, "is only for arch: ensemble")
     return TrainConf(arch=arch, labels=tuple(labels) if labels else None,
                      options=_options(t, HEAD_TRAIN_KEYS), precision=precision, min_dev_positives=min_pos,
+                     confidence=float(confidence), objective=objective,
                      combine=combine, members=members)
 
 

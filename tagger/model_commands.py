@@ -146,6 +146,12 @@ def evaluate_command(model, data, out_format, out_dir, labels_file, data_format,
 @click.option("--dev", "dev", required=True, metavar="FILE", help="Labelled dev data the thresholds are fitted on.")
 @click.option("--precision", "precision", type=click.FloatRange(0, 1, min_open=True), default=0.80, show_default=True,
               help="Target precision per label: each threshold is the lowest that reaches it on --dev.")
+@click.option("--confidence", type=click.FloatRange(0.5, 1.0, max_open=True), default=0.95, show_default=True,
+              help="A threshold qualifies when the lower bound of its dev precision at this confidence (Wilson, "
+                   "one-sided) reaches --precision; 0.5 uses the dev precision itself (no margin).")
+@click.option("--objective", type=click.Choice(["recall", "f1"]), default="recall", show_default=True,
+              help="recall: the lowest qualifying threshold (most tags at the target precision); f1: the "
+                   "qualifying threshold with the best dev F1.")
 @click.option("--min-positives", type=click.IntRange(min=0), default=5, show_default=True,
               help="A label with fewer dev positives is switched off (too few to tell its precision).")
 @click.option("--top-k", type=click.IntRange(min=1), default=None,
@@ -160,7 +166,7 @@ def evaluate_command(model, data, out_format, out_dir, labels_file, data_format,
               help=_FORMAT_HELP)
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Inference batch size.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu).")
-def calibrate_command(model, dev, precision, min_positives, top_k, min_labels, max_labels, labels_file, data_format,
+def calibrate_command(model, dev, precision, confidence, objective, min_positives, top_k, min_labels, max_labels, labels_file, data_format,
                       batch_size, device):
     """Fit per-label thresholds of the head in --model on --dev for a target --precision, switch
     off the labels that cannot reach it (or have too few dev positives), and write the head's
@@ -168,8 +174,12 @@ def calibrate_command(model, dev, precision, min_positives, top_k, min_labels, m
     a sidecar gets one.
 
     Each threshold is the lowest distinct dev score (rounded to 4 decimals, as the job rounds)
-    whose dev precision reaches the target, i.e. the one with the most recall. Switched-off labels
-    are never emitted by the job; their reason is kept in the sidecar and shown in the run summary.
+    whose dev precision reaches the target, i.e. the one with the most recall (--objective f1: the
+    best dev F1 among those). By default the precision must reach the target with a margin: the
+    95% lower bound of the dev precision (--confidence) must reach it, so that the precision holds
+    on new data too and a rare label's threshold does not rest on a handful of items.
+    Switched-off labels are never emitted by the job; their reason is kept in the sidecar and shown
+    in the run summary.
 
     Decision block: given any of --top-k, --min-labels, --max-labels, the sidecar's decision block
     becomes exactly those (the others at their defaults; --min-labels 0 alone removes the block);
@@ -177,7 +187,7 @@ def calibrate_command(model, dev, precision, min_positives, top_k, min_labels, m
 
     \b
     Example:
-      tagger calibrate --model .tagger/models/p0 --dev .tagger/data/dev.jsonl --precision 0.9
+      tagger calibrate --model .tagger/models/p0 --dev .tagger/data/p0/dev.jsonl --precision 0.8
     """
     examples, file_labels = _read(dev, data_format, labels_file)
     from models.artifact import ArtifactError, HeadSpec, read_spec
@@ -199,6 +209,7 @@ def calibrate_command(model, dev, precision, min_positives, top_k, min_labels, m
     try:
         result = calibrate_artifact(model, examples.texts, examples.labels, precision=precision,
                                     min_positives=min_positives, decision=decision, data_path=dev, head=head,
+                                    confidence=confidence, objective=objective,
                                     batch_size=batch_size)
     except ArtifactError as exc:
         _fail(exc, EXIT_ARTIFACT)
@@ -207,7 +218,8 @@ def calibrate_command(model, dev, precision, min_positives, top_k, min_labels, m
     for note in _label_notes(list(spec.labels), file_labels, result.ignored_labels):
         click.echo(f"Note: {note}", err=True)
     b, a = result.before, result.after
-    click.echo(f"{a.head} ({a.arch}) calibrated on {dev}: {len(examples):,} items, target precision {precision:.2f}, "
+    click.echo(f"{a.head} ({a.arch}) calibrated on {dev}: {len(examples):,} items, target precision {precision:.2f} "
+               f"(at {confidence:.0%} confidence, objective {objective}), "
                f"at least {min_positives} dev positives per label")
     click.echo(format_calibration(result))
     d = a.decision

@@ -153,7 +153,8 @@ def train_all(spark: SparkSession, cfg: Config, dates: list[str], heads: list[st
         train_artifact(head, labels, data, staging, log)
         if head.train.precision is not None:
             changes = calibrate_artifact(staging, *data["dev"], precision=head.train.precision,
-                                         min_positives=head.train.min_dev_positives, data_path=files["dev"])
+                                         min_positives=head.train.min_dev_positives, data_path=files["dev"],
+                                         confidence=head.train.confidence, objective=head.train.objective)
             log(f"-- {head.name}: thresholds calibrated on dev to precision {head.train.precision:.2f}")
             log(format_calibration(changes))
         report = evaluate_artifact(staging, *data["test"], itemids=split["test"]["itemid"].tolist(),

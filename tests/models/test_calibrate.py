@@ -99,7 +99,8 @@ def calibrated(trained_dir, tmp_path_factory):
     data = tmp_path_factory.mktemp("data") / "dev.jsonl"
     data.write_text("".join(json.dumps({"text": t, "labels": y}, ensure_ascii=False) + "\n" for t, y in zip(*DEV)),
                     encoding="utf-8")
-    result = calibrate_artifact(d, DEV[0], DEV[1], precision=TARGET, min_positives=5, data_path=data)
+    # the plain rule (no margin): the properties below are exact for it; the margin has its own test
+    result = calibrate_artifact(d, DEV[0], DEV[1], precision=TARGET, min_positives=5, data_path=data, confidence=0.5)
     head = load_head(d, device="cpu")
     return d, result, head, head.predict_proba(DEV[0]), data
 
@@ -224,25 +225,25 @@ def test_calibrate_thresholds_by_hand():
     y = np.array([[1], [1], [0], [1], [0], [0]])
     s = np.array([[0.9], [0.8], [0.7], [0.6], [0.5], [0.1]])
     # thresholds 0.1: 3/6, 0.5: 3/5, 0.6: 3/4 = 0.75, 0.7: 2/3, 0.8: 2/2, 0.9: 1/1
-    assert calibrate_thresholds(y, s, precision=0.75, min_positives=1).thresholds == [0.6]
-    cal = calibrate_thresholds(y, s, precision=0.76, min_positives=1)
+    assert calibrate_thresholds(y, s, precision=0.75, min_positives=1, confidence=0.5).thresholds == [0.6]
+    cal = calibrate_thresholds(y, s, precision=0.76, min_positives=1, confidence=0.5)
     assert cal.thresholds == [0.8] and cal.enabled == [True]  # 0.7 gives 2/3 < 0.76
     assert cal.figures[0] == {"precision": 1.0, "recall": pytest.approx(2 / 3), "f1": pytest.approx(0.8),
                               "positives": 3, "predicted": 2, "best_precision": 1.0}
     # candidates are the rounded scores: 0.60004 and 0.59996 both round to 0.6
     s2 = np.array([[0.9], [0.8], [0.7], [0.60004], [0.59996], [0.1]])
     # (at 0.6 two items are predicted, one of them a negative: 3/5)
-    assert calibrate_thresholds(y, s2, precision=0.75, min_positives=1).thresholds == [0.8]
-    assert calibrate_thresholds(y, s2, precision=0.6, min_positives=1).thresholds == [0.6]
+    assert calibrate_thresholds(y, s2, precision=0.75, min_positives=1, confidence=0.5).thresholds == [0.8]
+    assert calibrate_thresholds(y, s2, precision=0.6, min_positives=1, confidence=0.5).thresholds == [0.6]
     # cannot reach / too few positives
     off = calibrate_thresholds(np.array([[1], [0], [1], [0]]), np.array([[0.9], [0.9], [0.2], [0.2]]),
                                precision=0.8, min_positives=1, current=[0.33])
     assert off.enabled == [False] and off.thresholds == [0.33]
     assert off.reasons == ["dev precision at best 0.50 < target 0.80"]
-    few = calibrate_thresholds(np.array([[1], [0]]), np.array([[0.9], [0.1]]), precision=0.8, min_positives=5)
+    few = calibrate_thresholds(np.array([[1], [0]]), np.array([[0.9], [0.1]]), precision=0.8, min_positives=5, confidence=0.5)
     assert few.enabled == [False] and few.reasons == ["1 dev positive < 5 needed to tell"]
     near = calibrate_thresholds(np.array([[1]] * 399 + [[0]] * 101), np.full((500, 1), 0.7), precision=0.8,
-                                min_positives=1)
+                                min_positives=1, confidence=0.5)
     assert near.reasons == ["dev precision at best 0.7980 < target 0.80"]  # never "0.80 < 0.80"
     with pytest.raises(ValueError):
         calibrate_thresholds(y, s, precision=0.0)
@@ -338,3 +339,30 @@ def test_digest_changes_when_and_only_when_decisions_can_change():
                replace(base, labels=["a", "b", "d", "c"])]
     digests = [s.decision_digest() for s in changed]
     assert d not in digests and len(set(digests)) == len(digests)
+
+
+def test_the_default_margin_needs_the_precision_lower_bound_to_reach_the_target():
+    from models.calibrate import precision_lower_bound
+
+    assert precision_lower_bound([20], [24], 0.95)[0] == pytest.approx(0.676, abs=1e-3)
+    assert precision_lower_bound([830], [1000], 0.95)[0] == pytest.approx(0.810, abs=1e-3)
+    assert precision_lower_bound([20], [24], 0.5)[0] == pytest.approx(20 / 24)
+    # 10 positives score 0.9..0.99, then 5 negatives at 0.5, then 90 positives and 10 negatives at 0.3
+    y = np.array([[1]] * 10 + [[0]] * 5 + [[1]] * 90 + [[0]] * 10)
+    s = np.array([[0.9 + i / 100] for i in range(10)] + [[0.5]] * 5 + [[0.3]] * 100)
+    plain = calibrate_thresholds(y, s, precision=0.8, min_positives=1, confidence=0.5)
+    margin = calibrate_thresholds(y, s, precision=0.8, min_positives=1)
+    assert plain.thresholds == [0.3]  # 100/115 = 0.87 on dev
+    assert margin.thresholds == [0.3] and margin.confidence == 0.95  # lower bound 0.81: still enough
+    # 10 of 10 right is precision 1.0 on dev, but its 95% lower bound is 0.787: not enough to tell
+    few = calibrate_thresholds(y[:15], s[:15], precision=0.8, min_positives=1)
+    assert calibrate_thresholds(y[:15], s[:15], precision=0.8, min_positives=1, confidence=0.5).enabled == [True]
+    assert few.enabled == [False]
+    assert few.reasons == ["dev precision reaches 1.00 only on too few items: its 95% lower bound stays under "
+                           "the target 0.80"]
+    # objective f1: the qualifying threshold with the best dev F1 (here the same 0.3: recall 1.0)
+    assert calibrate_thresholds(y, s, precision=0.8, min_positives=1, objective="f1").thresholds == [0.3]
+    strict = calibrate_thresholds(y, s, precision=0.85, min_positives=1, confidence=0.5)
+    assert strict.thresholds == [0.3]  # 0.87 >= 0.85
+    f1 = calibrate_thresholds(y, s, precision=0.95, min_positives=1, confidence=0.5, objective="f1")
+    assert f1.thresholds == [0.9]  # only 0.9..0.99 reach 0.95; 0.9 has the best F1 among them
