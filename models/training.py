@@ -129,7 +129,17 @@ def _check_out_dir(out_dir: Path) -> None:
                                   "refusing to overwrite it")
 
 
+def _readable(directory: Path) -> None:
+    """mkdtemp makes the staging directory (and safetensors its file) owner-only: give the artifact
+    the modes of a file written normally, so the job running as another user can read it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [directory, *directory.rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def _publish(staging: Path, out_dir: Path) -> None:
+    _readable(staging)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(staging, out_dir)

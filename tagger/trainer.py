@@ -49,6 +49,14 @@ def head_targets(head: HeadConf, labels: list[str], truth: pd.Series) -> list[li
             for tags in truth]
 
 
+def labelled_at_head_level(head: HeadConf, truth: pd.Series) -> np.ndarray:
+    """False for an item whose true tags stop at the head's parent (e.g. 内容标签/导购 with no child):
+    annotated at a coarser level, its labels for this head are unknown, not negative."""
+    parent = head.parent
+    below = parent + "/"
+    return np.array([not (parent in tags and not any(t.startswith(below) for t in tags)) for tags in truth])
+
+
 def resolve_labels(head: HeadConf, tag_paths: list[str]) -> list[str]:
     if head.train.labels is not None:
         return list(head.train.labels)
@@ -140,12 +148,18 @@ def train_all(spark: SparkSession, cfg: Config, dates: list[str], heads: list[st
         gate_positive[head.name] = targets.map(lambda t: labels[0] in t).to_numpy()
         if heads and head.name not in heads:
             continue  # its positives were needed by the heads it gates
+        known = labelled_at_head_level(head, examples["labels"])
+        coarse = int((~known[rows]).sum())
+        rows = rows[known[rows]]
         part = examples.loc[rows]
         split = {name: part[part["split"] == name] for name in SPLITS}
         data = {name: (frame["doc_text"].tolist(), targets.loc[frame.index].tolist()) for name, frame in split.items()}
         files = export_head_splits(split, data, tagger_home() / "data" / head.name)
         log(f"\n== head {head.name} ({head.train.arch}), {len(labels)} labels, {len(part):,} examples"
             + (f" (true positives of {head.gate_by})" if head.gate_by else ""))
+        if coarse:
+            log(f"{coarse:,} examples labelled {head.parent} without a child label are left out: their "
+                f"{head.name} labels are unknown, not negative")
         log(label_distribution(data["train"][1], labels))
         staging = Path(head.path + ".training")
         shutil.rmtree(staging, ignore_errors=True)

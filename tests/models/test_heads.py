@@ -340,3 +340,15 @@ def test_a_small_sidecar_maps_a_checkpoints_outputs_to_tags_and_sets_thresholds(
     (d / "tagger_head.json").write_text(json.dumps({"label_map": {"presale": "预售"}}), encoding="utf-8")
     with pytest.raises(ArtifactError, match="no entry for"):
         read_spec(d)
+
+
+def test_artifact_files_are_readable_by_others(trained):
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for arch in ("textcnn", "bert"):
+        d = Path(trained[arch].path)
+        for path in [d, *d.iterdir()]:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            assert mode & 0o044 == 0o044 & ~umask, (path, oct(mode))

@@ -64,3 +64,14 @@ def test_train_artifact_trains_each_member_and_writes_the_ensemble(tmp_path):
     texts = make_data(100, 5)[0]
     both = np.logical_and(*(m.predict(texts) for m in ensemble.members))
     assert np.array_equal(ensemble.predict(texts), both)
+
+
+def test_items_labelled_only_at_the_heads_parent_are_unknown_not_negative():
+    import pandas as pd
+
+    from tagger.config import HeadConf
+    from tagger.trainer import labelled_at_head_level
+
+    p1 = HeadConf("p1", "/x", "内容标签/导购")
+    truth = pd.Series([["内容标签/导购"], ["内容标签/导购", "内容标签/导购/试驾"], ["内容标签/汽车生活"], []])
+    assert labelled_at_head_level(p1, truth).tolist() == [False, True, True, True]
