@@ -279,9 +279,12 @@ def artifact_version(path: str | os.PathLike, spec: HeadSpec | None = None) -> s
     spec = spec or read_spec(path)
     digest = spec.decision_digest()
     if spec.arch == "ensemble":
-        from .ensemble import member_dirs
+        from .ensemble import member_dirs, validate_ensemble
 
-        parts = [digest] + [artifact_version(m) for m in member_dirs(_dir_and_sidecar(path)[0], spec)]
+        directory = _dir_and_sidecar(path)[0]
+        validate_ensemble(directory, spec)  # at job start, not later on a Spark worker
+        parts = [digest, str(spec.extra.get("combine"))] + [
+            f"{m}={artifact_version(m)}" for m in member_dirs(directory, spec)]
         digest = hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()[:10]
     return f"{spec.version}@{digest}"
 
@@ -330,10 +333,19 @@ def read_spec(path: str | os.PathLike) -> HeadSpec:
     return HeadSpec.from_dict(d, directory, SIDECAR)
 
 
+SMALL_SIDECAR_KEYS = {"head", "label_map", "labels", "thresholds", "enabled", "decision", "disabled_reasons",
+                      "max_length", "version"}
+
+
 def _small_sidecar(directory: Path, d: dict) -> dict:
     """A hand-written sidecar next to a Hugging Face checkpoint may hold only what the checkpoint
     lacks: `label_map` ({config.id2label name: tag label}) or `labels` (tag labels in output
     order), and `thresholds`; the rest comes from config.json as for a checkpoint without one."""
+    unknown = sorted(set(d) - SMALL_SIDECAR_KEYS)
+    if unknown:
+        raise ArtifactError(directory, SIDECAR, f"unknown keys {unknown} in a sidecar next to a Hugging Face "
+                            f"checkpoint (known: {sorted(SMALL_SIDECAR_KEYS)})",
+                            "fix the spelling (e.g. 'thresholds'), or write a full sidecar with \"arch\"")
     base = _foreign_spec(directory).to_dict()
     label_map = d.get("label_map")
     if label_map is not None:

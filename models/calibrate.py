@@ -105,6 +105,9 @@ def calibrate_thresholds(y_true, proba, precision: float = DEFAULT_PRECISION,
         raise ValueError(f"confidence must be in [0.5, 1), got {confidence!r}")
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if float(precision) >= 1.0 and confidence > 0.5:
+        raise ValueError("precision target 1.0 can never be reached with a confidence margin (the lower bound of "
+                         "a precision is below 1): use a lower target, or confidence 0.5")
     if int(min_positives) < 0:
         raise ValueError(f"min_positives must be >= 0, got {min_positives!r}")
     yt = np.asarray(y_true).astype(bool)

@@ -7,7 +7,9 @@ it has no weights of its own.
 
 Scores. Each member's score (rounded as the job rounds it) is first rescaled so that the
 member's own threshold maps to 0.5, piecewise linear: [0, t) -> [0, 0.49), [t, 1] -> [0.5, 1]
-(the small gap keeps "below its threshold" below 0.5 after rounding). Then, per label:
+(the small gap keeps "below its threshold" below 0.5 after rounding); a label the member has
+switched off scores 0, and a member may not carry a decision block (set one on the ensemble).
+Then, per label:
   intersection: the minimum of the members' rescaled scores (>= 0.5 iff every member says yes)
   union:        the maximum (>= 0.5 iff any member says yes)
   mean:         the mean
@@ -24,26 +26,31 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import ArtifactError, HeadSpec, LoadedHead, read_spec, round_scores, write_spec
+from .artifact import ArtifactError, HeadSpec, LoadedHead, normalize_decision, read_spec, round_scores, write_spec
 
 COMBINE = ("intersection", "union", "mean")
 BELOW = 0.49  # a score under its member's threshold maps below this
 
 
-def rescale(proba: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
-    """Map each label's own threshold to 0.5, keeping 0 -> 0 and 1 -> 1 (monotone)."""
+def rescale(proba: np.ndarray, thresholds: Sequence[float], enabled: Sequence[bool] | None = None) -> np.ndarray:
+    """Map each label's own threshold to 0.5, keeping 0 -> 0 and 1 -> 1 (monotone). A label the
+    member has switched off scores 0: that member says no."""
     p = round_scores(proba)
     t = np.asarray(thresholds, dtype=np.float64)[None, :]
     below = BELOW * p / np.maximum(t, 1e-6)
     above = 0.5 + 0.5 * (p - t) / np.maximum(1 - t, 1e-6)
-    return np.where(p < t, below, np.minimum(above, 1.0))
+    out = np.where(p < t, below, np.minimum(above, 1.0))
+    if enabled is not None:
+        out = np.where(np.asarray(enabled, dtype=bool)[None, :], out, 0.0)
+    return out
 
 
 def combine_scores(member_scores: Sequence[np.ndarray], member_thresholds: Sequence[Sequence[float]],
-                   combine: str) -> np.ndarray:
+                   combine: str, member_enabled: Sequence[Sequence[bool]] | None = None) -> np.ndarray:
     if combine not in COMBINE:
         raise ValueError(f"combine must be one of {COMBINE}, got {combine!r}")
-    stacked = np.stack([rescale(s, t) for s, t in zip(member_scores, member_thresholds)])
+    enabled = member_enabled or [None] * len(member_scores)
+    stacked = np.stack([rescale(s, t, e) for s, t, e in zip(member_scores, member_thresholds, enabled)])
     reduce = {"intersection": np.min, "union": np.max, "mean": np.mean}[combine]
     return reduce(stacked, axis=0).astype(np.float32)
 
@@ -65,10 +72,19 @@ def validate_ensemble(directory, spec: HeadSpec) -> list[HeadSpec]:
                             key="members")
     specs = []
     for path in member_dirs(directory, spec):
+        if Path(path).resolve() == Path(directory).resolve():
+            raise ArtifactError(directory, "tagger_head.json", "the ensemble lists its own directory as a member",
+                                "keep the members in their own directories (e.g. <ensemble>/members/<name>)",
+                                key="members")
         member = read_spec(path)
         if member.arch == "ensemble":
             raise ArtifactError(path, "tagger_head.json", "an ensemble cannot be a member of another ensemble",
                                 "list plain textcnn/bert heads as members", key="arch")
+        if member.decision != normalize_decision(None):
+            raise ArtifactError(path, "tagger_head.json", "a member has a decision block (top_k / min_labels / "
+                                "max_labels), which an ensemble cannot combine",
+                                "remove it from the member and set it on the ensemble (tagger calibrate --top-k ...)",
+                                key="decision")
         if member.labels != spec.labels:
             raise ArtifactError(directory, "tagger_head.json",
                                 f"member {path} has labels {member.labels}, the ensemble has {spec.labels}",
@@ -92,7 +108,8 @@ class EnsembleHead(LoadedHead):
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         scores = [m.predict_proba(texts, batch_size=batch_size) for m in self.members]
-        return combine_scores(scores, [m.spec.thresholds for m in self.members], self.spec.extra["combine"])
+        return combine_scores(scores, [m.spec.thresholds for m in self.members], self.spec.extra["combine"],
+                              [m.spec.enabled for m in self.members])
 
     def __repr__(self) -> str:
         return (f"EnsembleHead(head={self.spec.head!r}, combine={self.spec.extra['combine']!r}, "
@@ -112,9 +129,12 @@ def write_ensemble(out_dir: str | os.PathLike, members: Sequence[str | os.PathLi
     """Write an ensemble artifact over existing member heads (paths stored relative to out_dir
     when the members live below it, so the directory can be copied as a whole)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if combine not in COMBINE:
         raise ValueError(f"combine must be one of {COMBINE}, got {combine!r}")
+    if (out / "model.safetensors").exists() or any(Path(m).resolve() == out.resolve() for m in members):
+        raise ArtifactError(out, None, "already holds a head with weights (or is one of the members); writing the "
+                            "ensemble there would replace that head's sidecar",
+                            "write the ensemble to a new directory and copy the members below it")
     specs = [read_spec(m) for m in members]
     labels = specs[0].labels
     stored = []
@@ -129,8 +149,8 @@ def write_ensemble(out_dir: str | os.PathLike, members: Sequence[str | os.PathLi
                     thresholds=list(thresholds) if thresholds is not None else [0.5] * len(labels),
                     enabled=[True] * len(labels), max_length=max(s.max_length for s in specs),
                     version=f"{head or out.name}-{combine}-{digest}",
-                    extra={"combine": combine, "members": stored,
-                           "member_versions": [s.version for s in specs]})
+                    extra={"combine": combine, "members": stored})
     validate_ensemble(out, spec)
+    out.mkdir(parents=True, exist_ok=True)
     write_spec(out, spec)
     return spec

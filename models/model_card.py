@@ -61,8 +61,12 @@ def render_model_card(report: dict, spec: HeadSpec, png_name: str = "pr_curve.pn
         lines += [
             f"Thresholds fitted on {_cell(d.get('file') or 'in-memory data')} "
             f"({cal.get('n_items', 0):,} items{', sha256 `' + d['sha256'] + '`' if d.get('sha256') else ''}) "
-            f"on {cal.get('date', '?')}: per label the lowest threshold whose dev precision reaches "
-            f"{cal.get('target_precision')}; labels with fewer than {cal.get('min_positives')} dev positives, or "
+            f"on {cal.get('date', '?')}: per label the "
+            + ("threshold with the best dev F1 among those" if cal.get("objective") == "f1" else "lowest threshold")
+            + f" whose dev precision reaches {cal.get('target_precision')}"
+            + (f" (its {cal['confidence']:.0%} lower bound, not only the dev figure)"
+               if cal.get("confidence", 0.5) > 0.5 else "")
+            + f"; labels with fewer than {cal.get('min_positives')} dev positives, or "
             f"that cannot reach the target, are switched off. Dev macro-F1 {cal.get('dev_macro_f1', 0):.4f}, "
             f"micro-F1 {cal.get('dev_micro_f1', 0):.4f} with the final decisions.",
             "",

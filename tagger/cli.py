@@ -82,13 +82,14 @@ def _guarded(fn):
     from pyspark.errors import PySparkException
 
     from models.artifact import ArtifactError
+    from models.data import DataError
     from tagger.extract import MissingInputError
     from tagger.pipeline import InvariantError
     from tagger.run_lock import RunLockedError
 
     try:
         return fn()
-    except (ConfigError, ArtifactError) as exc:
+    except (ConfigError, ArtifactError, DataError) as exc:  # DataError: e.g. a head with no positives to learn
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
     except MissingInputError as exc:

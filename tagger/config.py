@@ -179,12 +179,15 @@ def _train_conf(t: _Reader) -> TrainConf:
     elif not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
         t.fail("labels", "must be 'children' or a non-empty list of tag names")
     precision = t.get("precision", (int, float), None)
-    if precision is not None and not 0 < precision <= 1:
+    if precision is not None and (isinstance(precision, bool) or not 0 < precision <= 1):
         t.fail("precision", f"must be in (0, 1], got {precision}", "The business target is 0.80.")
     min_pos = t.positive_int("min_dev_positives", 5)
     confidence = t.get("confidence", (int, float), 0.95)
-    if not 0.5 <= confidence < 1:
+    if isinstance(confidence, bool) or not 0.5 <= confidence < 1:
         t.fail("confidence", f"must be in [0.5, 1), got {confidence}", "0.5 uses the dev precision itself.")
+    if precision is not None and precision >= 1 and confidence > 0.5:
+        t.fail("precision", "1.0 can never be reached with a confidence margin (the lower bound of a precision "
+               "is below 1)", "Use a target below 1, or confidence: 0.5.")
     objective = t.get("objective", str, "recall")
     if objective not in ("recall", "f1"):
         t.fail("objective", f"must be 'recall' or 'f1', got {objective!r}")
@@ -256,7 +259,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         name = h.get("name", str)
         if not HEAD_NAME.match(name):
             h.fail("name", f"'{name}' must be lower-case letters, digits, _ (at most 32)")
-        heads.append(HeadConf(name=name, path=expand(h.get("path", str), conf_dir),
+        heads.append(HeadConf(name=name, path=os.path.normpath(expand(h.get("path", str), conf_dir)),
                               parent=h.get("parent", str).strip("/"), gate_by=h.get("gate_by", str, None),
                               train=_train_conf(h.section("train")) if "train" in h.data else None))
     known = [h.name for h in heads]

@@ -47,6 +47,7 @@ class RunSummary:
     model_loads: int = 0  # heads loaded, summed over Python workers
     python_workers: int = 0  # distinct Python worker processes that tagged
     implied_parents: int = 0  # parent tags added because a child tag was emitted without its parent
+    rows_through_models: int = 0  # = items_tagged when the tag stage ran once (a recompute shows here)
 
     def format(self) -> str:
         lines = [
@@ -65,7 +66,8 @@ class RunSummary:
                          f"(source 'hierarchy')")
         if self.disabled_labels:
             lines.append("  labels switched off in their artifacts: " + ", ".join(self.disabled_labels))
-        lines.append(f"  models loaded {self.model_loads} times in {self.python_workers} Python worker(s)")
+        lines.append(f"  models loaded {self.model_loads} times in {self.python_workers} Python worker(s); "
+                     f"{self.rows_through_models:,} rows through the models")
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
         lines.append(f"  seconds: {stages}")
         lines.append(f"  models: {self.model_version}   rules: {self.rules_version}")
@@ -173,11 +175,9 @@ def _run_locked(spark: SparkSession, cfg: Config, run_date: str) -> RunSummary:
             f"{run_date}: {selected} items selected but {n_tagged} tagged + {dropped_items} quarantined as items "
             f"(normalize produced {n_items}); nothing was written. This is a bug: please report it with the date.")
 
-    overwrite_partition(spark, tagged, cfg.tables.output, run_date, empty=n_tagged == 0)
-    overwrite_partition(spark, quarantine.withColumn("run_id", F.lit(run_id)), cfg.tables.quarantine, run_date,
-                        empty=n_quarantine == 0)
-    clock = _timed(stages, "write", clock)
-
+    # The summary is read from the cached results before they are written: Spark drops the cache of
+    # a DataFrame once it has been inserted into a table, and anything read from `tagged` after the
+    # write would run the models again (measured: the summary stage took longer than tagging).
     tag_counts: dict[str, int] = {}
     implied = 0
     for r in (tagged.select(F.explode("tags").alias("t"))
@@ -188,13 +188,22 @@ def _run_locked(spark: SparkSession, cfg: Config, run_date: str) -> RunSummary:
     reasons = {r["reason"]: r["n"] for r in quarantine
                .select(F.regexp_extract("reason", r"^[^:]*", 0).alias("reason"))
                .groupBy("reason").agg(F.count("*").alias("n")).collect()}
+    with_tags = tagged.filter(F.size("tags") > 0).count()
+    clock = _timed(stages, "summary", clock)
+
+    overwrite_partition(spark, tagged, cfg.tables.output, run_date, empty=n_tagged == 0)
+    overwrite_partition(spark, quarantine.withColumn("run_id", F.lit(run_id)), cfg.tables.quarantine, run_date,
+                        empty=n_quarantine == 0)
+    _timed(stages, "write", clock)
+
     summary = RunSummary(
         run_date=run_date, run_id=run_id, items_selected=selected, items_tagged=n_tagged,
-        items_with_tags=tagged.filter(F.size("tags") > 0).count(), items_quarantined=dropped_items,
+        items_with_tags=with_tags, items_quarantined=dropped_items,
         quarantine_rows=n_quarantine, tag_counts=tag_counts, quarantine_reasons=reasons,
         model_version=model_version, rules_version=spec.rules.version, disabled_labels=disabled,
-        model_loads=loads.models.value, python_workers=len(loads.workers.value), implied_parents=implied)
-    _timed(stages, "summary", clock)
+        # read after the write: a write that ran the models again would show here
+        model_loads=loads.models.value, python_workers=len(loads.workers.value), implied_parents=implied,
+        rows_through_models=loads.rows.value)
     stages["total"] = round(time.perf_counter() - t0, 2)
     summary.stage_seconds = stages
     write_metrics(spark, cfg, summary, started_at)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -77,6 +78,16 @@ def export_splits(examples: pd.DataFrame, out: Path) -> None:
                                     ensure_ascii=False) + "\n")
 
 
+def swap_in(staging: Path, target: Path) -> None:
+    """Replace `target` by the complete artifact in `staging`: the old one is renamed aside first,
+    so a reader sees either the old or the new directory, never a half-deleted one."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def export_head_splits(split: dict[str, pd.DataFrame], data: dict[str, tuple[list, list]], out: Path) -> dict[str, Path]:
     """Write one head's examples (its labels, not tag paths) to out/{train,dev,test}.jsonl: the
     files `tagger evaluate` and `tagger calibrate` take."""
@@ -118,10 +129,16 @@ def train_artifact(head: HeadConf, labels: list[str], data: dict[str, tuple[list
 def train_all(spark: SparkSession, cfg: Config, dates: list[str], heads: list[str] | None = None,
               log=print) -> dict[str, dict]:
     """Train the configured heads (or those named) on `dates`; report on the held-out test split."""
+    from models.artifact import read_spec
     from models.calibrate import calibrate_artifact, format_calibration
     from models.evaluate import evaluate_artifact
     from models.metrics import format_report, label_distribution
 
+    trainable = [h.name for h in cfg.heads if h.train is not None]
+    unknown = sorted(set(heads or []) - set(trainable))
+    if unknown:
+        raise ConfigError(f"--head {', '.join(unknown)}: not a head with a train section in {cfg.source}; "
+                          f"trainable heads: {', '.join(trainable)}.")
     examples = labelled_examples(spark, cfg, dates)
     if examples.empty:
         raise ConfigError(f"No labelled examples for {dates[0]}..{dates[-1]} in {cfg.tables.truth}: "
@@ -175,8 +192,12 @@ def train_all(spark: SparkSession, cfg: Config, dates: list[str], heads: list[st
                                    data_path=files["test"])
         log(f"-- {head.name} on the held-out test split ({len(split['test']):,} items), thresholds in the artifact:")
         log(format_report(report))
-        shutil.rmtree(head.path, ignore_errors=True)
-        staging.rename(head.path)  # swap in only a complete artifact
+        if head.train.precision is not None and not any(read_spec(staging).enabled):
+            raise ConfigError(f"head '{head.name}': calibration at precision {head.train.precision} switched off "
+                              f"every label ({'; '.join(changes.after.extra.get('disabled_reasons', {}).values())}). "
+                              f"The previous artifact at {head.path} is kept; the new one is in {staging}. Fix: more "
+                              f"dev data, a lower train.precision or confidence in {cfg.source}.")
+        swap_in(staging, Path(head.path))
         log(f"saved {head.path} ({time.perf_counter() - started:.0f}s), model card {head.path}/MODEL_CARD.md")
         reports[head.name] = report
     return reports

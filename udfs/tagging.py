@@ -70,10 +70,11 @@ class Tagger:
         self.spec = spec
         self.heads = [(conf, load_head(conf.path, device=spec.device)) for conf in spec.heads]
         # a label switched off in its artifact is never emitted, not even as an implied parent
-        emittable = [r.tag for r in spec.rules.rules] + [
-            f"{conf.parent}/{label}" for conf, head in self.heads
-            for label, on in zip(head.spec.labels, head.spec.enabled) if on]
-        self.ancestors = ancestors_by_path(p for p in emittable if p in spec.tag_index)
+        head_paths = {f"{conf.parent}/{label}": on for conf, head in self.heads
+                      for label, on in zip(head.spec.labels, head.spec.enabled)}
+        off = {path for path, on in head_paths.items() if not on}
+        emittable = [r.tag for r in spec.rules.rules] + [path for path, on in head_paths.items() if on]
+        self.ancestors = ancestors_by_path(p for p in emittable if p in spec.tag_index and p not in off)
         self.load_seconds = time.perf_counter() - started
         self.pid = os.getpid()
 
@@ -147,11 +148,12 @@ class _SetParam(AccumulatorParam):
 
 
 class LoadCounter:
-    """Spark accumulators: model loads and distinct Python worker pids over one stage."""
+    """Spark accumulators: model loads, distinct Python worker pids and rows tagged over one stage."""
 
     def __init__(self, spark_context):
         self.models = spark_context.accumulator(0)
         self.workers = spark_context.accumulator(set(), _SetParam())
+        self.rows = spark_context.accumulator(0)  # rows through the models: the items once, unless recomputed
 
 
 def tag_partitions(spec: TaggerSpec, loads: LoadCounter | None = None):
@@ -162,6 +164,8 @@ def tag_partitions(spec: TaggerSpec, loads: LoadCounter | None = None):
         for done, pdf in enumerate(batches):
             if spec.fail_after_batches is not None and done >= spec.fail_after_batches:
                 raise RuntimeError(f"TAGGER_FAILPOINT: injected failure after {done} batches")
+            if loads is not None:
+                loads.rows.add(len(pdf))
             yield tagger.tag(pdf[INPUT_COLUMNS])
 
     return run

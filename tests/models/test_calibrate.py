@@ -366,3 +366,18 @@ def test_the_default_margin_needs_the_precision_lower_bound_to_reach_the_target(
     assert strict.thresholds == [0.3]  # 0.87 >= 0.85
     f1 = calibrate_thresholds(y, s, precision=0.95, min_positives=1, confidence=0.5, objective="f1")
     assert f1.thresholds == [0.9]  # only 0.9..0.99 reach 0.95; 0.9 has the best F1 among them
+
+
+def test_objective_f1_can_pick_a_higher_threshold_than_recall():
+    # 20 positives at 0.9, then 4 negatives at 0.6, then 4 positives + 1 negative at 0.3
+    y = np.array([[1]] * 20 + [[0]] * 4 + [[1]] * 4 + [[0]] * 1)
+    s = np.array([[0.9]] * 20 + [[0.6]] * 4 + [[0.3]] * 5)
+    # at 0.3: 24/29 = 0.83, recall 1.0, F1 0.906; at 0.6: 20/24 = 0.83, F1 0.87; at 0.9: 1.0, recall 0.83, F1 0.909
+    assert calibrate_thresholds(y, s, precision=0.8, min_positives=1, confidence=0.5).thresholds == [0.3]
+    assert calibrate_thresholds(y, s, precision=0.8, min_positives=1, confidence=0.5,
+                                objective="f1").thresholds == [0.9]
+
+
+def test_a_precision_of_one_with_a_margin_is_refused():
+    with pytest.raises(ValueError, match="never be reached"):
+        calibrate_thresholds(np.array([[1]]), np.array([[0.9]]), precision=1.0)

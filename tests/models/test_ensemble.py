@@ -121,3 +121,46 @@ def test_recalibrating_a_member_changes_the_ensembles_version(members, tmp_path)
     sidecar["thresholds"][0] = 0.9 if sidecar["thresholds"][0] != 0.9 else 0.8
     sidecar_path.write_text(json.dumps(sidecar, ensure_ascii=False), encoding="utf-8")
     assert artifact_version(tmp_path / "ens") != before
+
+
+def _edit(path, change):
+    sidecar = json.loads((path / "tagger_head.json").read_text(encoding="utf-8"))
+    change(sidecar)
+    (path / "tagger_head.json").write_text(json.dumps(sidecar, ensure_ascii=False), encoding="utf-8")
+
+
+def test_a_label_a_member_switched_off_is_that_members_no(members, tmp_path):
+    base, dirs = members
+    copies = []
+    for d in dirs:
+        shutil.copytree(d, tmp_path / "ens" / "members" / d.name)
+        copies.append(tmp_path / "ens" / "members" / d.name)
+    _edit(copies[1], lambda s: s["enabled"].__setitem__(1, False))  # the strong member says no to label 1
+    weak, strong = (load_head(d) for d in copies)
+    assert weak.predict(TEST[0])[:, 1].any()  # ... where the weak one says yes on some items
+    write_ensemble(tmp_path / "ens", copies, "intersection")
+    write_ensemble(tmp_path / "uni", copies, "union")
+    assert not load_head(tmp_path / "ens").predict(TEST[0])[:, 1].any()
+    assert np.array_equal(load_head(tmp_path / "uni").predict(TEST[0]), weak.predict(TEST[0]) | strong.predict(TEST[0]))
+
+
+def test_a_member_with_a_decision_block_or_the_ensemble_dir_itself_is_refused(members, tmp_path):
+    base, dirs = members
+    shutil.copytree(dirs[0], tmp_path / "a")
+    _edit(tmp_path / "a", lambda s: s.update(decision={"top_k": 1}))
+    with pytest.raises(ArtifactError, match="decision block"):
+        write_ensemble(tmp_path / "ens", [tmp_path / "a", dirs[1]], "union")
+    shutil.copytree(dirs[1], tmp_path / "b")
+    with pytest.raises(ArtifactError, match="already holds a head"):
+        write_ensemble(tmp_path / "b", [dirs[0], tmp_path / "b"], "union")
+    assert read_spec(tmp_path / "b").arch == "textcnn"  # the member's sidecar is untouched
+
+
+def test_editing_combine_changes_the_version(members, tmp_path):
+    from models.artifact import artifact_version
+
+    base, dirs = members
+    write_ensemble(tmp_path / "ens", dirs, "intersection")
+    before = artifact_version(tmp_path / "ens")
+    _edit(tmp_path / "ens", lambda s: s.update(combine="union"))
+    assert artifact_version(tmp_path / "ens") != before

@@ -15,8 +15,10 @@ def _write(tmp_path, edit):
 def test_default_config_is_valid():
     cfg = load_config()
     assert cfg.tables.pool == "ycrc_rc_eng.dws_all_reco_pool_a"
-    assert [h.name for h in cfg.heads] == ["gate", "p0"]
-    assert cfg.heads[1].gate_by == "gate"
+    assert [h.name for h in cfg.heads] == ["gate", "p0", "p1"]
+    assert cfg.heads[1].gate_by == "gate" and cfg.heads[2].gate_by is None
+    assert cfg.heads[2].parent == "内容标签/导购" and cfg.heads[2].train.labels is None  # children
+    assert [h.train.precision for h in cfg.heads] == [0.8, 0.8, 0.8]
     assert cfg.rules_path.endswith("conf/autoshow_rules.yaml")
 
 

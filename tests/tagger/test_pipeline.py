@@ -100,6 +100,8 @@ def test_models_load_once_per_python_worker_not_per_batch(spark, trained, tagger
     # Workers that tagged an earlier run of this spec reuse their models (0 loads); a fresh
     # worker loads each head once. Per-batch loading would need heads x batches loads.
     assert summary.model_loads <= heads * summary.python_workers < heads * batches
+    # The models ran once per item: nothing read after the write made Spark run the tag stage again.
+    assert summary.rows_through_models == summary.items_tagged
 
 
 def test_rerun_is_identical_and_other_dates_are_untouched(spark, cfg, first_run):

@@ -75,3 +75,52 @@ def test_items_labelled_only_at_the_heads_parent_are_unknown_not_negative():
     p1 = HeadConf("p1", "/x", "内容标签/导购")
     truth = pd.Series([["内容标签/导购"], ["内容标签/导购", "内容标签/导购/试驾"], ["内容标签/汽车生活"], []])
     assert labelled_at_head_level(p1, truth).tolist() == [False, True, True, True]
+
+
+@pytest.mark.parametrize("train, key", [
+    ({"arch": "bert", "labels": "children", "precision": 1.0}, "precision"),
+    ({"arch": "bert", "labels": "children", "precision": 0.8, "confidence": 0.3}, "confidence"),
+    ({"arch": "bert", "labels": "children", "objective": "accuracy"}, "objective"),
+    ({"arch": "bert", "labels": "children", "min_dev_positives": 0}, "min_dev_positives"),
+])
+def test_bad_calibration_keys_name_the_key(tmp_path, train, key):
+    with pytest.raises(ConfigError, match=re.escape(f"heads[1].train.{key}")):
+        load_config(write_config(tmp_path, edit=_with_p0_train(train)))
+
+
+def test_swap_in_replaces_the_directory_whole(tmp_path):
+    from tagger.trainer import swap_in
+
+    (tmp_path / "head").mkdir()
+    (tmp_path / "head" / "old.txt").write_text("old")
+    (tmp_path / "head.training").mkdir()
+    (tmp_path / "head.training" / "new.txt").write_text("new")
+    swap_in(tmp_path / "head.training", tmp_path / "head")
+    assert [p.name for p in tmp_path.iterdir()] == ["head"]
+    assert [p.name for p in (tmp_path / "head").iterdir()] == ["new.txt"]
+
+
+def test_train_all_calibrates_evaluates_and_exports_each_head(cfg, trained, tagger_home):
+    """What the session's `trained` fixture (tagger.trainer.train_all on the seeded days) left behind."""
+    import json
+
+    for head in cfg.heads:
+        spec = read_spec(head.path)
+        cal = spec.extra["calibration"]
+        assert cal["target_precision"] == 0.8 and cal["confidence"] == 0.95
+        assert cal["objective"] == ("f1" if head.name == "gate" else "recall")
+        assert cal["data"]["file"] == "dev.jsonl"
+        for split in ("train", "dev", "test"):
+            first = json.loads((tagger_home / "data" / head.name / f"{split}.jsonl").open(encoding="utf-8").readline())
+            assert set(first) == {"itemid", "text", "labels"} and set(first["labels"]) <= set(spec.labels)
+        for name in ("MODEL_CARD.md", "pr_curve.png", "bad_cases.jsonl"):
+            assert (tagger_home / "models" / head.name / name).is_file()
+        assert not any(p.name.startswith((f"{head.name}.training", f".{head.name}.old")) for p in
+                       (tagger_home / "models").iterdir())
+
+
+def test_an_unknown_head_is_refused_before_any_work(spark, cfg):
+    from tagger.trainer import train_all
+
+    with pytest.raises(ConfigError, match="trainable heads: gate, p0, p1"):
+        train_all(spark, cfg, ["2024-01-01"], heads=["P1"])

@@ -89,6 +89,7 @@ def test_an_ungated_child_tag_brings_its_parent_and_is_counted(heads):
 
 def test_the_cascade_never_disagrees(heads):
     out = _tag(heads, "gate", make_data(200, 10)[0])
+    assert any(t["source"] == "p0" for row in out["tags"] for t in row)  # P0 ran somewhere
     assert not any(t["source"] == SOURCE for row in out["tags"] for t in row)
 
 
