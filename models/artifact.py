@@ -641,6 +641,9 @@ def _load_bert(d: Path, spec: HeadSpec, shapes: dict, device: torch.device) -> L
         raise ArtifactError(d, WEIGHTS, f"{cls_keys[0]} has {shapes[cls_keys[0]][0]} outputs but config.json "
                             f"says num_labels={config.num_labels}", "re-export config and weights together "
                             "with save_pretrained", key=cls_keys[0])
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per worker is noise in the job's log
     try:
         model = AutoModelForSequenceClassification.from_pretrained(str(d), use_safetensors=True,
                                                                    local_files_only=True)
