@@ -152,14 +152,18 @@ def scale_run(n: int, work: Path, models: Path, driver_memory: str, log=click.ec
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Write the JSON here too.")
 def main(sizes, work, models, driver_memory, out_path):
     models_dir = Path(models or Path(os.environ.get("TAGGER_HOME", REPO / ".tagger")) / "models").resolve()
-    if not (models_dir / "gate" / "tagger_head.json").is_file():
-        raise click.ClickException(f"no trained heads in {models_dir}: run `make run` (or tagger demo) first.")
+    from tagger.config import load_config
+
+    missing = [h.name for h in load_config().heads if not (models_dir / h.name / "tagger_head.json").is_file()]
+    if missing:
+        raise click.ClickException(f"no trained {', '.join(missing)} in {models_dir}: run `make run` (or tagger demo) "
+                                   "first.")
     results = [scale_run(n, Path(work).resolve(), models_dir, driver_memory) for n in sorted(sizes)]
     if len(results) > 1:
         a, b = results[0], results[-1]
         ratio = b["items_selected"] / a["items_selected"]
         growth = {k: round(b["stage_seconds"][k] / a["stage_seconds"][k], 2)
-                  for k in a["stage_seconds"] if a["stage_seconds"].get(k)}
+                  for k in a["stage_seconds"] if a["stage_seconds"].get(k) and k in b["stage_seconds"]}
         click.echo(f"items x{ratio:.1f}; seconds x per stage: {growth} (linear = x{ratio:.1f})")
         results.append({"items_ratio": round(ratio, 2), "stage_seconds_ratio": growth})
     if out_path:

@@ -25,6 +25,10 @@ def test_bench_runs_and_agrees_with_raw(spark, cfg_path, trained, tmp_path):
         assert isinstance(report[key], (int, float)) and report[key] > 0, key
     assert report["items"] == 300 and report["model"] == "demo"
     assert report["tags_agree_ratio"] == 1.0
+    int8 = report["int8"]  # the int8 trial ran (extras on, CPU) and measured its agreement with fp32
+    assert 0.0 <= int8["tags_agree_ratio"] <= 1.0 and int8["items_per_s"] > 0 and int8["min_agreement"] == 0.995
+    assert isinstance(int8["meets_bar"], bool) and (int8["tags_agree_ratio"] >= 0.995 or not int8["meets_bar"])
+    assert 0.0 < report["gate_pass_share"] < 1.0
     assert report["tags_items_missing"] == 0
     for key in ("job_over_raw", "job_over_predict_batch_udf", "job_over_row_udf"):
         assert report[key] > 0, key

@@ -63,6 +63,7 @@ def test_a_metrics_table_from_before_a_column_was_added_gets_it(spark, cfg):
     from tagger.write import ADDED_COLUMNS, ensure_tables
 
     old = "tagging.old_run_metrics"
+    spark.sql("CREATE DATABASE IF NOT EXISTS tagging")
     spark.sql(f"DROP TABLE IF EXISTS {old}")
     spark.sql(f"CREATE TABLE {old} (run_id STRING, seconds DOUBLE) PARTITIONED BY (dt STRING) STORED AS PARQUET")
     spark.sql(f"INSERT INTO {old} PARTITION (dt = '2024-01-01') VALUES ('r1', 1.0)")
