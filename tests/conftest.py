@@ -39,6 +39,19 @@ def write_config(directory: Path, name: str = "tagger.yaml", edit=None) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules that train tiny models: one intra-op thread is as fast and, on a shared 2-core
+    box, avoids OpenMP spin-waiting (which made such a module 4x slower under load). Restored after.
+    Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tagger_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("tagger_home")

@@ -15,7 +15,6 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from models.artifact import (ArtifactError, HeadSpec, decide, load_head, read_spec, round_scores, write_spec)
 from models.calibrate import calibrate_artifact, calibrate_thresholds
@@ -76,12 +75,7 @@ def make_dev(n=120, seed=2):
 TRAIN, DEV = make_train(), make_dev()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from models.artifact import ArtifactError, load_head, read_spec
 from models.ensemble import EnsembleHead, combine_scores, rescale, write_ensemble
@@ -18,12 +17,7 @@ from tiny_data import DEV, LABELS, QUIET, TRAIN, make_data
 TEST = make_data(300, 3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

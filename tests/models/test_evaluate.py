@@ -14,7 +14,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 from models.artifact import load_head, read_spec, round_scores, write_spec
 from models.evaluate import evaluate_artifact
@@ -48,12 +47,7 @@ TEST[1].append(["谍照", "车展"])  # 车展 is not one of the head's labels: 
 ITEMIDS = [f"item-{i}" for i in range(len(TEST[0]))]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -30,14 +30,7 @@ def probe_texts():
             "路试谍照曝光" * 3, "内饰座椅" * 20 + "申报信息曝光", "盲订通道开启吉利"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The models here are tiny: one intra-op thread is as fast and, on a shared 2-core box,
-    avoids OpenMP spin-waiting (which made this module 4x slower under load). Restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

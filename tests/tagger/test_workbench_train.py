@@ -10,7 +10,6 @@ import time
 from collections import Counter
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from models.artifact import load_head
@@ -22,12 +21,7 @@ from tiny_data import LABELS, make_data
 FAST = ["--epochs", "8", "--max-length", "64"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def invoke(*args):
