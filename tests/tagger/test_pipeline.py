@@ -78,6 +78,11 @@ def test_output_rows_carry_tag_ids_from_the_tag_dimension(spark, cfg, first_run)
             assert "gate" in sources and r["gate_score"] >= 0
     assert any(t["source"] == "p0" for r in tagged for t in r["tags"])
     assert any(t["source"] == "rule" for r in tagged for t in r["tags"])
+    # The P1 head, added by configuration alone, tags buying guides on any row, gated or not.
+    p1 = [t for r in tagged for t in r["tags"] if t["source"] == "p1"]
+    assert p1 and all(t["tag_path"].startswith("内容标签/导购/") for t in p1)
+    # The cascade never disagrees with the gate, so no parent had to be implied.
+    assert first_run.implied_parents == 0 and not any(t["source"] == "hierarchy" for r in tagged for t in r["tags"])
 
 
 def test_one_metrics_row_per_run(spark, cfg, first_run):

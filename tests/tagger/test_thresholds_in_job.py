@@ -12,7 +12,7 @@ from tagger.sql_files import run_sql
 from conftest import RUN_DATE, write_config
 
 
-def _copy_setup(cfg, tmp_path):
+def _copy_setup(cfg, tmp_path, change=None):
     """Copies of the trained artifacts and a config that points at them and writes its own tables."""
     for head in cfg.heads:
         shutil.copytree(head.path, tmp_path / "models" / head.name)
@@ -22,6 +22,8 @@ def _copy_setup(cfg, tmp_path):
             head["path"] = str(tmp_path / "models" / head["name"])
         for key in ("output", "quarantine", "metrics"):
             raw["tables"][key] = f"tagging.thr_{key}"
+        if change:
+            change(raw)
     return load_config(write_config(tmp_path, edit=edit))
 
 
@@ -73,3 +75,18 @@ def test_thresholds_decide_the_output_and_nothing_else_in_the_sidecar_does(spark
     for i in flipped:  # the gate's tag and everything below it went; other heads' tags stayed
         lost = before[i][1] - after[i][1]
         assert "内容标签/新车资讯" in lost and all(p.startswith("内容标签/新车资讯") for p in lost)
+
+
+def test_an_ungated_p0_brings_its_parent_and_the_run_counts_the_disagreements(spark, cfg, trained, tmp_path):
+    cfg2 = _copy_setup(cfg, tmp_path, lambda raw: raw["heads"][1].pop("gate_by"))
+    summary = run_date(spark, cfg2, RUN_DATE, log=lambda *_: None)
+    rows = spark.table(cfg2.tables.output).filter(F.col("dt") == RUN_DATE).select("tags").collect()
+    implied = [t for r in rows for t in r["tags"] if t["source"] == "hierarchy"]
+    # P0 now runs on every row; where it tags and the gate said no, 新车资讯 is added and counted
+    assert implied and all(t["tag_path"] == "内容标签/新车资讯" for t in implied)
+    assert summary.implied_parents == len(implied)
+    for r in rows:
+        paths = {t["tag_path"] for t in r["tags"]}
+        assert not any(p.startswith("内容标签/新车资讯/") for p in paths) or "内容标签/新车资讯" in paths
+    metrics = spark.table(cfg2.tables.metrics).filter(F.col("run_id") == summary.run_id).collect()
+    assert metrics[-1]["implied_parents"] == len(implied)
