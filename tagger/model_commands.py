@@ -83,6 +83,22 @@ _LABELS_HELP = ("Label file, one name per line (PaddleNLP label.txt). Every labe
                 "names it and the head do not share are reported. Scoring always uses the head's labels.")
 
 
+def _scoring_options(command):
+    """--labels-file, --data-format, --batch-size, --device: how evaluate and calibrate read the data
+    and score it."""
+    options = [
+        click.option("--labels-file", default=None, metavar="FILE", help=_LABELS_HELP),
+        click.option("--data-format", "data_format", type=click.Choice(DATA_FORMATS), default="auto",
+                     show_default=True, help=_FORMAT_HELP),
+        click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
+                     help="Inference batch size."),
+        click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)."),
+    ]
+    for option in reversed(options):  # applied bottom-up, listed in --help in this order
+        command = option(command)
+    return command
+
+
 @click.command("evaluate", short_help="Precision/recall/F1 of a head on labelled data; bad cases, PR curves, model card.")
 @click.option("--model", "model", required=True, metavar="DIR", help=_MODEL_HELP)
 @click.option("--data", "data", required=True, metavar="FILE", help="Labelled test data (JSON lines or PaddleNLP).")
@@ -90,11 +106,7 @@ _LABELS_HELP = ("Label file, one name per line (PaddleNLP label.txt). Every labe
               help="text: the team's report lines, the label distribution and the files written; json: one JSON object.")
 @click.option("--out", "out_dir", default=None, metavar="DIR",
               help="Where to write bad_cases.jsonl, pr_curve.png and MODEL_CARD.md (default: the model directory).")
-@click.option("--labels-file", default=None, metavar="FILE", help=_LABELS_HELP)
-@click.option("--data-format", "data_format", type=click.Choice(DATA_FORMATS), default="auto", show_default=True,
-              help=_FORMAT_HELP)
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Inference batch size.")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu).")
+@_scoring_options
 def evaluate_command(model, data, out_format, out_dir, labels_file, data_format, batch_size, device):
     """Evaluate the head in --model on --data with the daily job's own decisions (rounded scores,
     per-label thresholds, switched-off labels, the sidecar's decision block).
@@ -161,11 +173,7 @@ def evaluate_command(model, data, out_format, out_dir, labels_file, data_format,
               help="Decision block: if fewer labels pass, add the next highest-scoring enabled ones up to N.")
 @click.option("--max-labels", type=click.IntRange(min=1), default=None,
               help="Decision block: keep at most the N highest-scoring passing labels.")
-@click.option("--labels-file", default=None, metavar="FILE", help=_LABELS_HELP)
-@click.option("--data-format", "data_format", type=click.Choice(DATA_FORMATS), default="auto", show_default=True,
-              help=_FORMAT_HELP)
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Inference batch size.")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu).")
+@_scoring_options
 def calibrate_command(model, dev, precision, confidence, objective, min_positives, top_k, min_labels, max_labels, labels_file, data_format,
                       batch_size, device):
     """Fit per-label thresholds of the head in --model on --dev for a target --precision, switch
