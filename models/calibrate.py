@@ -63,8 +63,8 @@ class Calibration:
     figures: list[dict]
     target: float
     min_positives: int
-    confidence: float = 0.5
-    objective: str = "recall"
+    confidence: float
+    objective: str
 
 
 def _fmt(value: float, target: float) -> str:

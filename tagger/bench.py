@@ -374,8 +374,16 @@ class Measure:
         return self.items / self.seconds if self.seconds > 0 else float("inf")
 
 
+def _tag_in_chunks(tagger, items: pd.DataFrame, chunk: int) -> pd.DataFrame:
+    """Tagger.tag over `chunk`-row slices, as the job's Arrow batches would hand them over."""
+    from udfs.tagging import INPUT_COLUMNS
+
+    parts = [tagger.tag(items.iloc[s:s + chunk][INPUT_COLUMNS]) for s in range(0, len(items), chunk)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
 def run_raw(spec, items: pd.DataFrame, chunk: int):
-    from udfs.tagging import INPUT_COLUMNS, Tagger
+    from udfs.tagging import Tagger
 
     import torch
 
@@ -384,42 +392,37 @@ def run_raw(spec, items: pd.DataFrame, chunk: int):
     try:
         started = time.perf_counter()
         tagger = Tagger(spec)  # sets the driver's torch threads to spec.torch_threads
-        parts = [tagger.tag(items.iloc[s:s + chunk][INPUT_COLUMNS]) for s in range(0, len(items), chunk)]
+        result = _tag_in_chunks(tagger, items, chunk)
         seconds = time.perf_counter() - started
     finally:
         torch.set_num_threads(threads_before)
-    result = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     return seconds, result, tagger, round(_vm_hwm_kb() / 1024, 1)
 
 
 INT8_MIN_AGREEMENT = 0.995  # issue #6: int8 is kept only if tags agree with fp32 on >= 99.5% of items
 
 
-def quantize_int8(tagger) -> int:
-    """Swap every head's torch.nn.Linear layers for dynamically quantized int8 ones, in place
-    (CPU only). Returns the number of heads changed. torch.ao's eager quantize_dynamic is
-    deprecated in favour of torchao, but is what torch 2.13 ships without another package."""
+def quantize_int8(tagger) -> None:
+    """Swap every head's (and ensemble member's) torch.nn.Linear layers for dynamically quantized
+    int8 ones, in place (CPU only). torch.ao's eager quantize_dynamic is deprecated in favour of
+    torchao, but is what torch 2.13 ships without another package."""
     import warnings
 
     import torch
 
-    changed = 0
-    for _, head in tagger.heads:
-        members = getattr(head, "members", None) or [head]
-        for member in members:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                from torch.ao.quantization import quantize_dynamic
+    with warnings.catch_warnings():  # the deprecation notice comes with every call
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
 
+        for _, head in tagger.heads:
+            for member in getattr(head, "members", None) or [head]:
                 member.model = quantize_dynamic(member.model, {torch.nn.Linear}, dtype=torch.qint8)
-            changed += 1
-    return changed
 
 
 def run_int8(spec, items: pd.DataFrame, chunk: int):
     """The raw variant with int8 dynamic quantization of the Linear layers (model load and
     quantization untimed: they happen once per worker)."""
-    from udfs.tagging import INPUT_COLUMNS, Tagger
+    from udfs.tagging import Tagger
 
     import torch
 
@@ -428,11 +431,11 @@ def run_int8(spec, items: pd.DataFrame, chunk: int):
         tagger = Tagger(spec)
         quantize_int8(tagger)
         started = time.perf_counter()
-        parts = [tagger.tag(items.iloc[s:s + chunk][INPUT_COLUMNS]) for s in range(0, len(items), chunk)]
+        result = _tag_in_chunks(tagger, items, chunk)
         seconds = time.perf_counter() - started
     finally:
         torch.set_num_threads(threads_before)
-    return seconds, pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return seconds, result
 
 
 def run_models_only(tagger, texts: list[str], batch_size: int) -> float:
