@@ -8,7 +8,7 @@ import json
 import pandas as pd
 from click.testing import CliRunner
 
-from tagger.bench import REQUIRED_KEYS, bench_command, format_text, tags_agreement
+from tagger.bench import REQUIRED_KEYS, bench_command, format_text, head_tags_agreement, tags_agreement
 
 
 def test_bench_runs_and_agrees_with_raw(spark, cfg_path, trained, tmp_path):
@@ -27,7 +27,12 @@ def test_bench_runs_and_agrees_with_raw(spark, cfg_path, trained, tmp_path):
     assert report["tags_agree_ratio"] == 1.0
     int8 = report["int8"]  # the int8 trial ran (extras on, CPU) and measured its agreement with fp32
     assert 0.0 <= int8["tags_agree_ratio"] <= 1.0 and int8["items_per_s"] > 0 and int8["min_agreement"] == 0.995
+    assert set(int8["per_head"]) == {"gate", "p0", "p1"} and int8["per_head"]["gate"]["items"] == 300
+    assert 0 < int8["per_head"]["p0"]["items"] < 300  # only where the gate passed, in either run
+    dependence = int8["batch_dependence"]
+    assert dependence["texts"] == 200 and dependence["fp32_max_abs_diff"] <= 1e-4  # fp32 rows ignore their batch
     assert isinstance(int8["meets_bar"], bool) and (int8["tags_agree_ratio"] >= 0.995 or not int8["meets_bar"])
+    assert not int8["meets_bar"] or dependence["int8_max_abs_diff"] <= 1e-4
     assert 0.0 < report["gate_pass_share"] < 1.0
     assert report["tags_items_missing"] == 0
     for key in ("job_over_raw", "job_over_predict_batch_udf", "job_over_row_udf"):
@@ -56,3 +61,26 @@ def test_tags_agreement_compares_tag_sets_per_item():
     assert tags_agreement(job, raw) == (2 / 3, 0, 0.0)
     ratio, missing, _ = tags_agreement(job, raw.iloc[1:])
     assert missing == 1 and ratio == 2 / 3
+
+
+def _tags(*rows):
+    return [[{"tag_path": path, "source": source} for path, source in row] for row in rows]
+
+
+def test_per_head_agreement_counts_a_gated_head_only_where_its_gate_passed():
+    from tagger.config import HeadConf
+
+    class Head:  # what head_tags_agreement reads of a loaded head
+        def __init__(self, labels):
+            self.spec = type("Spec", (), {"labels": labels})()
+
+    heads = [(HeadConf("gate", "/g", "内容"), Head(["新车"])),
+             (HeadConf("p0", "/p", "内容/新车", gate_by="gate"), Head(["预售", "谍照"]))]
+    a = pd.DataFrame({"itemid": ["1", "2", "3", "4"], "tags": _tags(
+        [("内容/新车", "gate"), ("内容/新车/预售", "p0")], [("内容/新车", "gate")], [], [])})
+    b = pd.DataFrame({"itemid": ["4", "3", "2", "1"], "tags": _tags(
+        [], [("内容/新车", "gate")], [("内容/新车", "gate"), ("内容/新车/谍照", "p0")], [("内容/新车", "gate"),
+                                                                               ("内容/新车/预售", "p0")])})
+    out = head_tags_agreement(a, b, heads)
+    assert out["gate"] == {"items": 4, "agree_ratio": 0.75}  # item 3: the gate passed in b only
+    assert out["p0"] == {"items": 3, "agree_ratio": round(2 / 3, 6)}  # items 1-3; item 2 differs
