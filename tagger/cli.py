@@ -324,12 +324,14 @@ def _print_query(spark, query: str, fmt: str, limit: int) -> None:
 
 def _register_extensions() -> None:
     """Commands that live in their own modules."""
+    from tagger.ablation import ablation_command
     from tagger.bench import bench_command
     from tagger.model_commands import COMMANDS as MODEL_COMMANDS
     from tagger.preflight import preflight_command
     from tagger.workbench import split_command
 
     main.add_command(bench_command)
+    main.add_command(ablation_command)
     for command in MODEL_COMMANDS:  # evaluate, calibrate, ensemble
         main.add_command(command)
     main.add_command(preflight_command)

@@ -1,0 +1,45 @@
+"""`tagger ablation` on the session's trained demo heads: every variant does the same work (same
+scores, other costs), the baseline is the job's own scoring, and the report has every row."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from models.artifact import load_head
+from tagger.ablation import BASELINE, SPARK_SETTINGS, VARIANTS, ablation_command, score
+from tagger.bench import bench_items
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
+
+def test_every_variant_gives_the_jobs_scores(cfg, trained):
+    texts = bench_items(150, cfg.text.max_chars)[0]["doc_text"].tolist() + ["", "车"]
+    settings = {k: v for k, v in BASELINE.items() if k != "cascade"}
+    for conf in cfg.heads:
+        head = load_head(conf.path, device="cpu")
+        job = head.predict_proba(texts, batch_size=64)
+        for name, change in VARIANTS:
+            kw = {**settings, **{k: v for k, v in change.items() if k in settings}}
+            got = score(head, texts, **kw)
+            assert np.abs(got - job).max() < 1e-5, (conf.name, name)
+
+
+def test_ablation_reports_every_variant(spark, cfg_path, trained, tmp_path):
+    out = tmp_path / "ablation.json"
+    r = CliRunner().invoke(ablation_command, ["--items", "120", "--config", str(cfg_path), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    report = json.loads(out.read_text(encoding="utf-8"))
+    rows = {row["variant"]: row for row in report["variants"]}
+    assert list(rows) == [name for name, _ in VARIANTS]
+    assert rows["baseline (the job)"]["times_baseline"] == 1.0
+    assert report["config"]["baseline_check_max_abs_diff"] <= 1e-5
+    # the cascade really skips rows: without it P0 scores every item
+    n = report["items"]
+    assert rows["no cascade: P0 on every row"]["rows_scored"] == 3 * n
+    assert 2 * n < rows["baseline (the job)"]["rows_scored"] < 3 * n
+    assert [s["setting"] for s in report["spark_stage"]] == [s[0] for s in SPARK_SETTINGS]
+    assert all(s["items_per_s"] > 0 for s in report["spark_stage"])
+    for name, _ in VARIANTS:
+        assert name in r.stdout
+    assert spark.range(2).count() == 2  # the session's Spark was used, not stopped
