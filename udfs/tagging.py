@@ -133,6 +133,12 @@ def get_tagger(spec: TaggerSpec, loads=None) -> Tagger:
         tagger = _WORKER_TAGGERS[spec.fingerprint] = Tagger(spec)
         if loads is not None:
             loads.models.add(len(tagger.heads))
+    elif spec.torch_threads:
+        import torch
+
+        # a reused worker may have run a spec with other threads since: 2 tasks x 2 threads on 2
+        # cores ran the tagging stage 2-4x slower in tagger ablation
+        torch.set_num_threads(spec.torch_threads)
     if loads is not None:
         loads.workers.add({os.getpid()})
     return tagger

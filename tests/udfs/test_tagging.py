@@ -20,3 +20,24 @@ def test_fingerprint_changes_with_everything_a_cached_tagger_reads():
     for changed in (_spec(tag_index={"内容标签/新车资讯": (20002, "新车资讯")}),
                     _spec(model_version="gate=v2;p0=v1"), _spec(batch_size=128), _spec(torch_threads=4)):
         assert changed.fingerprint != base.fingerprint
+
+
+def test_a_reused_worker_sets_the_specs_torch_threads_again(cfg, trained):
+    """A worker keeps its Taggers between tasks; another spec may have changed torch's threads
+    since (tagger ablation runs 1 task x 2 threads between runs of 2 tasks x 1 thread)."""
+    import torch
+
+    from tagger.bench import bench_items, tag_index_of
+    from tagger.pipeline import build_spec
+    from udfs.tagging import _WORKER_TAGGERS, get_tagger
+
+    before = torch.get_num_threads()
+    spec = build_spec(cfg, tag_index_of(bench_items(20, cfg.text.max_chars)[1]), "generated", 1)[0]
+    try:
+        first = get_tagger(spec)
+        torch.set_num_threads(2)
+        assert get_tagger(spec) is first  # cached: the models are not loaded again
+        assert torch.get_num_threads() == 1
+    finally:
+        _WORKER_TAGGERS.pop(spec.fingerprint, None)
+        torch.set_num_threads(before)
