@@ -141,10 +141,16 @@ def _check_baseline(heads, texts: list[str]) -> float:
     return max(float(np.abs(score(h, texts, **kw) - h.predict_proba(texts, batch_size=64)).max()) for _, h in heads)
 
 
-def spark_stage_seconds(cfg, spec, items, settings, log) -> list[float]:
+def _rounds(n: int, repeats: int) -> list[list[int]]:
+    """Index orders for `repeats` rounds over n settings, each round rotated by one, so that no
+    setting always runs first (or right after the same neighbour) on a machine whose load drifts."""
+    return [[(i + r) % n for i in range(n)] for r in range(repeats)]
+
+
+def spark_stage_seconds(cfg, spec, items, settings, repeats: int, log) -> list[list[float]]:
     """The job's tagging stage (mapInPandas over the repartitioned input, persisted and counted)
-    for each (arrow_batch, partitions, torch_threads) setting, after an untimed warm-up with the
-    same setting that loads the models in its workers."""
+    for each (arrow_batch, partitions, torch_threads) setting, `repeats` times in rotating order,
+    each run after an untimed warm-up with the same setting (models loaded in its workers)."""
     import dataclasses
 
     from tagger.bench import _session, _spark_variant
@@ -156,19 +162,22 @@ def spark_stage_seconds(cfg, spec, items, settings, log) -> list[float]:
     try:
         df = spark.createDataFrame(items[INPUT_COLUMNS]).cache()
         n = df.count()
-        out = []
-        for label, arrow, partitions, threads in settings:
-            spark.conf.set(key, str(arrow))
-            stage_spec = dataclasses.replace(spec, torch_threads=threads)
+        out: list[list[float]] = [[] for _ in settings]
+        for order in _rounds(len(settings), repeats):
+            for i in order:
+                label, arrow, partitions, threads = settings[i]
+                spark.conf.set(key, str(arrow))
+                stage_spec = dataclasses.replace(spec, torch_threads=threads)
 
-            def stage(frame):
-                return frame.repartition(partitions, "itemid").mapInPandas(tag_partitions(stage_spec), OUTPUT_SCHEMA)
+                def stage(frame):
+                    return frame.repartition(partitions, "itemid").mapInPandas(tag_partitions(stage_spec),
+                                                                               OUTPUT_SCHEMA)
 
-            log(f"spark: {label} ...")
-            stage(df.limit(min(n, 4 * partitions * 64))).write.format("noop").mode("overwrite").save()  # warm-up
-            m, result = _spark_variant(spark, label, stage(df), n)
-            result.unpersist()
-            out.append(m.seconds)
+                log(f"spark: {label} ...")
+                stage(df.limit(min(n, 4 * partitions * 64))).write.format("noop").mode("overwrite").save()
+                m, result = _spark_variant(spark, label, stage(df), n)
+                result.unpersist()
+                out[i].append(m.seconds)
         df.unpersist()
         return out
     finally:
@@ -178,7 +187,14 @@ def spark_stage_seconds(cfg, spec, items, settings, log) -> list[float]:
             spark.stop()
 
 
-def run_ablation(cfg, n_items: int, seed: int, with_spark: bool, log) -> dict:
+def _row(name: str, n: int, times: list[float], baseline: list[float]) -> dict:
+    """Median seconds over the repeats, items/s, and the median time relative to the baseline."""
+    median, base = float(np.median(times)), float(np.median(baseline))
+    return {"variant": name, "seconds": round(median, 3), "runs_s": [round(t, 3) for t in times],
+            "items_per_s": round(n / median, 1), "times_baseline": round(median / base, 3)}
+
+
+def run_ablation(cfg, n_items: int, seed: int, with_spark: bool, log, repeats: int = 3) -> dict:
     import torch
 
     from models.artifact import load_head
@@ -194,33 +210,32 @@ def run_ablation(cfg, n_items: int, seed: int, with_spark: bool, log) -> dict:
                            "tagger/ablation.py score() has drifted from models.artifact.predict_proba")
     log(f"{len(items):,} generated items; baseline matches the job's scores (max |diff| {check:.1g})")
     cascade_seconds(heads, texts[:500], BASELINE)  # warm-up: allocator, first-call costs
-    rows = []
-    for name, change in VARIANTS:
-        settings = {**BASELINE, **change}
-        log(f"{name} ...")
-        seconds, scored = cascade_seconds(heads, texts, settings)
-        rows.append({"variant": name, "change": change, "seconds": round(seconds, 3),
-                     "items_per_s": round(len(texts) / seconds, 1), "rows_scored": scored})
-    base = rows[0]["seconds"]
-    for row in rows:
-        row["times_baseline"] = round(row["seconds"] / base, 3)  # > 1: this variant is slower
+    runs: list[list[float]] = [[] for _ in VARIANTS]
+    scored = [0] * len(VARIANTS)
+    for order in _rounds(len(VARIANTS), repeats):
+        for i in order:
+            name, change = VARIANTS[i]
+            log(f"{name} ...")
+            seconds, scored[i] = cascade_seconds(heads, texts, {**BASELINE, **change})
+            runs[i].append(seconds)
+    rows = [_row(name, len(texts), times, runs[0]) | {"change": change, "rows_scored": n_scored}
+            for (name, change), times, n_scored in zip(VARIANTS, runs, scored)]
     stage = None
     if with_spark:
         spec, _, _ = build_spec(cfg, tag_index_of(tag_dim), "generated tag dimension", 1)
-        seconds = spark_stage_seconds(cfg, spec, items, SPARK_SETTINGS, log)
-        stage = [{"setting": label, "max_records_per_batch": arrow, "partitions": partitions, "torch_threads": threads,
-                  "seconds": round(s, 3), "items_per_s": round(len(items) / s, 1),
-                  "times_baseline": round(s / seconds[0], 3)}
-                 for (label, arrow, partitions, threads), s in zip(SPARK_SETTINGS, seconds)]
+        times = spark_stage_seconds(cfg, spec, items, SPARK_SETTINGS, repeats, log)
+        stage = [_row(label, len(items), t, times[0]) | {"max_records_per_batch": arrow, "partitions": partitions,
+                                                         "torch_threads": threads}
+                 for (label, arrow, partitions, threads), t in zip(SPARK_SETTINGS, times)]
     return {"items": len(items), "variants": rows, "spark_stage": stage,
-            "config": {"cores": os.cpu_count(), "torch": torch.__version__, "seed": seed,
+            "config": {"cores": os.cpu_count(), "torch": torch.__version__, "seed": seed, "repeats": repeats,
                        "heads": [c.name for c, _ in heads], "baseline": BASELINE,
                        "baseline_check_max_abs_diff": check, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]}}
 
 
 def format_text(r: dict) -> str:
     lines = [f"tagger ablation: {r['items']:,} items, heads {', '.join(r['config']['heads'])}, model work only "
-             f"(no Spark), 1 torch thread", "",
+             f"(no Spark), 1 torch thread; seconds are the median of {r['config']['repeats']} runs", "",
              f"  {'variant':<42} {'seconds':>8} {'items/s':>9} {'rows scored':>12} {'x baseline time':>16}"]
     for row in r["variants"]:
         lines.append(f"  {row['variant']:<42} {row['seconds']:>8.2f} {row['items_per_s']:>9,.0f} "
@@ -229,7 +244,7 @@ def format_text(r: dict) -> str:
         lines += ["", "  the job's tagging stage on local Spark (models loaded in the workers):",
                   f"  {'setting':<42} {'seconds':>8} {'items/s':>9} {'':>12} {'x baseline time':>16}"]
         for a in r["spark_stage"]:
-            lines.append(f"  {a['setting']:<42} {a['seconds']:>8.2f} {a['items_per_s']:>9,.0f} {'':>12} "
+            lines.append(f"  {a['variant']:<42} {a['seconds']:>8.2f} {a['items_per_s']:>9,.0f} {'':>12} "
                          f"{a['times_baseline']:>16.2f}")
     lines += ["", f"  load average at end {r['config']['loadavg_at_end']} on {r['config']['cores']} cores"]
     return "\n".join(lines)
@@ -238,17 +253,19 @@ def format_text(r: dict) -> str:
 @click.command("ablation", help="Time the tagging stage's model work with each of its inference choices undone, one "
                                 "at a time (cascade, length sort, dynamic padding, batch size, inference_mode, "
                                 "batched tokenization; threads and Arrow batch size in Spark), on the same generated texts and "
-                                "trained heads. About 4 min at 20,000 items with the demo heads on 2 cores.")
+                                "trained heads. About 10 min at 10,000 items and 3 repeats with the demo heads on 2 cores.")
 @click.option("--items", "n_items", type=click.IntRange(min=10), default=20000, show_default=True)
 @click.option("--spark/--no-spark", "with_spark", default=True, show_default=True,
               help="Also time the job's Spark stage with other thread and Arrow batch settings (starts local Spark).")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Runs of every variant, in rotating order; the report gives the median (the machine is shared).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Job YAML config (default: the tagger group's --config, else conf/tagger.yaml).")
 @click.option("--seed", type=int, default=7, show_default=True, help="Generator seed (same texts as tagger bench).")
 @click.pass_context
-def ablation_command(ctx, n_items, with_spark, fmt, out_path, config_path, seed):
+def ablation_command(ctx, n_items, with_spark, repeats, fmt, out_path, config_path, seed):
     from models.artifact import ArtifactError
     from tagger.config import ConfigError, load_config
 
@@ -256,7 +273,8 @@ def ablation_command(ctx, n_items, with_spark, fmt, out_path, config_path, seed)
     parent = ctx.find_root().obj if ctx.find_root() is not ctx else None
     try:
         cfg = load_config(config_path or (parent or {}).get("config"))
-        report = run_ablation(cfg, n_items, seed, with_spark, log=lambda msg: click.echo(msg, err=True))
+        report = run_ablation(cfg, n_items, seed, with_spark, log=lambda msg: click.echo(msg, err=True),
+                              repeats=repeats)
     except (ConfigError, ArtifactError) as exc:
         click.echo(f"Error: {exc} Train the demo heads first (`tagger demo` or `tagger train`).", err=True)
         sys.exit(3)
