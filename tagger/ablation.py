@@ -23,11 +23,9 @@ worker.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import click
 import numpy as np
@@ -267,6 +265,7 @@ def format_text(r: dict) -> str:
 @click.pass_context
 def ablation_command(ctx, n_items, with_spark, repeats, fmt, out_path, config_path, seed):
     from models.artifact import ArtifactError
+    from tagger.bench import emit_report
     from tagger.config import ConfigError, load_config
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -276,13 +275,10 @@ def ablation_command(ctx, n_items, with_spark, repeats, fmt, out_path, config_pa
         report = run_ablation(cfg, n_items, seed, with_spark, log=lambda msg: click.echo(msg, err=True),
                               repeats=repeats)
     except (ConfigError, ArtifactError) as exc:
-        click.echo(f"Error: {exc} Train the demo heads first (`tagger demo` or `tagger train`).", err=True)
+        hint = " Train the demo heads first (`tagger demo` or `tagger train`)." if isinstance(exc, ArtifactError) else ""
+        click.echo(f"Error: {exc}{hint}", err=True)
         sys.exit(3)
-    text = json.dumps(report, ensure_ascii=False, indent=2)
-    if out_path:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_path).write_text(text + "\n", encoding="utf-8")
-    click.echo(text if fmt == "json" else format_text(report))
+    emit_report(report, fmt, out_path, format_text)
 
 
 __all__ = ["ablation_command", "run_ablation", "score", "VARIANTS", "BASELINE"]

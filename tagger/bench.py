@@ -863,11 +863,16 @@ def bench_command(ctx, n_items, model, fmt, out_path, skip_floors, extras, floor
                 if isinstance(exc, ArtifactError) and model == "demo" else "")
         click.echo(f"Error: {exc}{hint}", err=True)
         sys.exit(3)
+    emit_report(report, fmt, out_path, format_text)
+
+
+def emit_report(report: dict, fmt: str, out_path: str | None, to_text) -> None:
+    """Print the report as text (`to_text(report)`) or JSON, and write the JSON to out_path too."""
     text = json.dumps(report, ensure_ascii=False, indent=2)
     if out_path:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         Path(out_path).write_text(text + "\n", encoding="utf-8")
-    click.echo(text if fmt == "json" else format_text(report))
+    click.echo(text if fmt == "json" else to_text(report))
 
 
 if __name__ == "__main__":
