@@ -103,18 +103,19 @@ def test_an_unknown_combine_is_refused(members, tmp_path):
 def test_recalibrating_a_member_changes_the_ensembles_version(members, tmp_path):
     from models.artifact import artifact_version
 
-    base, dirs = members
-    copies = []
-    for d in dirs:
-        shutil.copytree(d, tmp_path / "ens" / "members" / d.name)
-        copies.append(tmp_path / "ens" / "members" / d.name)
+    copies = _copy_members(members[1], tmp_path / "ens")
     write_ensemble(tmp_path / "ens", copies, "intersection")
     before = artifact_version(tmp_path / "ens")
-    sidecar_path = copies[0] / "tagger_head.json"
-    sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-    sidecar["thresholds"][0] = 0.9 if sidecar["thresholds"][0] != 0.9 else 0.8
-    sidecar_path.write_text(json.dumps(sidecar, ensure_ascii=False), encoding="utf-8")
+    _edit(copies[0], lambda s: s["thresholds"].__setitem__(0, 0.9 if s["thresholds"][0] != 0.9 else 0.8))
     assert artifact_version(tmp_path / "ens") != before
+
+
+def _copy_members(dirs, ensemble_dir):
+    """Copies of the member heads below <ensemble_dir>/members/, in order."""
+    copies = [ensemble_dir / "members" / d.name for d in dirs]
+    for d, copy in zip(dirs, copies):
+        shutil.copytree(d, copy)
+    return copies
 
 
 def _edit(path, change):
@@ -124,11 +125,7 @@ def _edit(path, change):
 
 
 def test_a_label_a_member_switched_off_is_that_members_no(members, tmp_path):
-    base, dirs = members
-    copies = []
-    for d in dirs:
-        shutil.copytree(d, tmp_path / "ens" / "members" / d.name)
-        copies.append(tmp_path / "ens" / "members" / d.name)
+    copies = _copy_members(members[1], tmp_path / "ens")
     _edit(copies[1], lambda s: s["enabled"].__setitem__(1, False))  # the strong member says no to label 1
     weak, strong = (load_head(d) for d in copies)
     assert weak.predict(TEST[0])[:, 1].any()  # ... where the weak one says yes on some items
