@@ -456,6 +456,11 @@ def batch_dependence(tagger, texts: list[str], batch_size: int) -> float:
     return worst
 
 
+def first_label_path(conf, head) -> str:
+    """The tag path of a head's first label: for a gate, the tag its pass emits."""
+    return f"{conf.parent}/{head.spec.labels[0]}"
+
+
 def head_tags_agreement(a: pd.DataFrame, b: pd.DataFrame, heads) -> dict[str, dict]:
     """Per head: among the items it ran on in either output (a gated head: where its gate passed),
     the share whose tags from that head are the same in both. Agreement over all items hides a
@@ -464,13 +469,13 @@ def head_tags_agreement(a: pd.DataFrame, b: pd.DataFrame, heads) -> dict[str, di
         return frame["tags"].map(lambda row: frozenset(t["tag_path"] for t in row if t["source"] == name))
 
     a, b = a.sort_values("itemid").reset_index(drop=True), b.sort_values("itemid").reset_index(drop=True)
+    by_name = {c.name: (c, h) for c, h in heads}
     out = {}
     for conf, head in heads:
         if conf.gate_by is None:
             ran = np.ones(len(a), dtype=bool)
         else:
-            gate = next(h for c, h in heads if c.name == conf.gate_by)
-            gate_path = f"{next(c for c, _ in heads if c.name == conf.gate_by).parent}/{gate.spec.labels[0]}"
+            gate_path = first_label_path(*by_name[conf.gate_by])
             ran = ((own(a, conf.gate_by).map(lambda s: gate_path in s))
                    | (own(b, conf.gate_by).map(lambda s: gate_path in s))).to_numpy()
         same = (own(a, conf.name) == own(b, conf.name)).to_numpy()[ran]
@@ -479,9 +484,10 @@ def head_tags_agreement(a: pd.DataFrame, b: pd.DataFrame, heads) -> dict[str, di
 
 
 def int8_trial(raw_spec, items: pd.DataFrame, chunk: int, tagger, raw_s: float, raw_out: pd.DataFrame,
-               batch_size: int, log, dependence_texts: int = 200) -> dict:
+               batch_size: int, log, dependence_texts: int = 200) -> tuple[dict, float]:
     """Every head in int8 against raw (fp32), on the same items: speed, tag agreement over all
-    items and per head over the items it ran on, and the batch dependence of both."""
+    items and per head over the items it ran on, and the batch dependence of both. Returns the
+    report and the int8 run's seconds."""
     log("raw_int8 ...")
     int8_s, int8_out, int8_tagger = run_int8(raw_spec, items, chunk)
     fp32_s = raw_s - tagger.load_seconds
@@ -498,7 +504,7 @@ def int8_trial(raw_spec, items: pd.DataFrame, chunk: int, tagger, raw_s: float, 
             "batch_invariant_max_diff": BATCH_INVARIANT_MAX_DIFF,
             "meets_bar": bool(agree >= INT8_MIN_AGREEMENT and fp32_s > int8_s
                               and all(h["agree_ratio"] >= INT8_MIN_AGREEMENT for h in per_head.values())
-                              and dependence["int8_max_abs_diff"] <= BATCH_INVARIANT_MAX_DIFF)}
+                              and dependence["int8_max_abs_diff"] <= BATCH_INVARIANT_MAX_DIFF)}, int8_s
 
 
 def run_models_only(tagger, texts: list[str], batch_size: int) -> float:
@@ -643,10 +649,12 @@ def run_bench(cfg, n_items: int, model: str, models_dir: str | None, floor_items
                                                   "models loaded")
         int8 = None
         if extras and device == "cpu":
-            int8 = int8_trial(raw_spec, items, arrow_batch, tagger, raw_s, raw_out, spec.batch_size, log)
+            int8, int8_s = int8_trial(raw_spec, items, arrow_batch, tagger, raw_s, raw_out, spec.batch_size, log)
+            measures["raw_int8"] = Measure("raw_int8", n, int8_s, "raw with int8 dynamic quantization of Linear "
+                                           "layers, models loaded + quantized before timing")
         with_model_tags = int(sum(any(t["source"] != "rule" for t in row) for row in raw_out["tags"]))
         gate_conf, gate_model = next((c, h) for c, h in tagger.heads if c.name == spec.gate_head)
-        gate_path = f"{gate_conf.parent}/{gate_model.spec.labels[0]}"  # the gate's own decision, as the job made it
+        gate_path = first_label_path(gate_conf, gate_model)  # the gate's own decision, as the job made it
         gate_pass_share = float(np.mean([any(t["source"] == spec.gate_head and t["tag_path"] == gate_path
                                              for t in row) for row in raw_out["tags"]]))
         del tagger, gate_model

@@ -39,6 +39,7 @@ def test_bench_runs_and_agrees_with_raw(spark, cfg_path, trained, tmp_path):
         assert report[key] > 0, key
     variants = report["variants"]
     assert variants["job"]["items"] == variants["raw"]["items"] == variants["predict_batch_udf"]["items"] == 300
+    assert variants["raw_int8"]["items_per_s"] == int8["items_per_s"]  # the trial is a row of the table too
     assert variants["row_udf"]["items"] == variants["pandas_udf_reload"]["items"] == 100
     assert sum(p["rows"] for p in report["job_partitions"]) == 300
     assert spark.range(3).count() == 3  # the tests' session was reused, not stopped
