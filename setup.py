@@ -6,12 +6,23 @@ the packed virtualenv is built where the CUDA wheel is wanted (see README, clust
 """
 from setuptools import find_packages, setup
 
+# One installed namespace, `tagger`, and no generic top-level names (`jobs`, `models`, `udfs`) in
+# site-packages. The repository keeps the design card's top-level folders; they install as
+# subpackages of tagger, and the SQL files and the default config as its package data:
+#   udfs/ -> tagger.udfs    models/ -> tagger.models    jobs/ -> tagger.jobs
+#   sql/*.sql -> tagger/sql    conf/*.yaml -> tagger/conf    (read with importlib.resources)
+MAPPED = {"udfs": "tagger.udfs", "models": "tagger.models", "jobs": "tagger.jobs", "sql": "tagger.sql",
+          "conf": "tagger.conf"}
+PACKAGES = find_packages(include=["tagger", "tagger.*"]) + sorted(MAPPED.values())
+PACKAGE_DIR = {"tagger": "tagger", **{pkg: folder for folder, pkg in MAPPED.items()}}
+
 setup(
     name="tagger",
     version="0.1.0",
     description="Daily batch tagging ETL for automotive content (Spark + Hive + torch)",
-    packages=find_packages(include=["tagger", "tagger.*", "udfs", "udfs.*", "models", "models.*", "jobs", "jobs.*"]),
-    include_package_data=True,
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
+    package_data={"tagger.sql": ["*.sql"], "tagger.conf": ["*.yaml"]},
     python_requires=">=3.10",
     install_requires=[
         "pyspark==4.3.0",

@@ -77,7 +77,7 @@ default_args = {
 def _project_importable() -> None:
     """tagger is installed on the workers (`pip install --no-deps dist/tagger-*.whl`) or this checkout is used."""
     try:
-        import tagger.preflight  # noqa: F401
+        import tagger.ops.preflight  # noqa: F401
     except ImportError:
         sys.path.insert(0, str(REPO))
 
@@ -86,7 +86,7 @@ def hiveserver2_settings(orch):
     """HiveServer2 settings from the Airflow Connection, else from the orchestration config."""
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
-    from tagger.hive_client import HiveServer2Settings
+    from tagger.ops.hive_client import HiveServer2Settings
 
     try:
         conn = BaseHook.get_connection(HIVESERVER2_CONN_ID)
@@ -125,8 +125,8 @@ with DAG(
 
         _project_importable()
         from tagger.config import ConfigError
-        from tagger.hive_client import HiveServer2AuthError
-        from tagger.preflight import load_orchestration, run_preflight
+        from tagger.ops.hive_client import HiveServer2AuthError
+        from tagger.ops.preflight import load_orchestration, run_preflight
 
         context = get_current_context()
         run_date = context.get("ds")

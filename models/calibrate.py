@@ -2,7 +2,7 @@
 
 For each label the threshold is the LOWEST candidate whose precision on the dev data reaches the
 target (the highest recall meeting it: recall only falls as the threshold rises); the candidates
-are the distinct dev scores rounded as the job rounds them (models.artifact.round_scores, 4
+are the distinct dev scores rounded as the job rounds them (tagger.models.spec.round_scores, 4
 decimals), so the job's decisions on these same texts have exactly the fitted precision.
 
 "Reaches" is judged with a margin by default (`confidence` 0.95): the one-sided 95% Wilson lower
@@ -22,8 +22,8 @@ Calibration decides on/off for every label from the data: a label switched off b
 back on when it now reaches the target.
 
 Thresholds are fitted label by label. A decision block (top_k / min_labels / max_labels, see
-models.artifact.DECISION_HELP) is applied on top of them by the job; the calibration block then
-also records the dev macro/micro-F1 of the final decisions (models.artifact.decide).
+tagger.models.spec.DECISION_HELP) is applied on top of them by the job; the calibration block then
+also records the dev macro/micro-F1 of the final decisions (tagger.models.spec.decide).
 
 A Hugging Face sequence-classification directory without a sidecar gets one written here: that
 is how a foreign checkpoint gets thresholds (and label switches).
@@ -40,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import HeadSpec, decide, normalize_decision, read_spec, round_scores, write_spec
+from .spec import HeadSpec, read_spec, write_spec
+from .decision import decide, normalize_decision, round_scores
 from .metrics import binarize, label_report, precision_recall_at, threshold_curve
 
 DEFAULT_PRECISION = 0.80
@@ -160,7 +161,7 @@ class CalibrationResult:
     before: HeadSpec
     after: HeadSpec
     calibration: Calibration
-    report: dict  # label_report of the final decisions (models.artifact.decide) on the dev data
+    report: dict  # label_report of the final decisions (tagger.models.spec.decide) on the dev data
     ignored_labels: dict = field(default_factory=dict)  # data labels the head does not have -> count
 
 
@@ -188,14 +189,14 @@ def calibrate_artifact(model_dir: str | os.PathLike, texts: Sequence[str], label
                        head=None, batch_size: int = 64, device: str | None = None,
                        confidence: float = DEFAULT_CONFIDENCE, objective: str = DEFAULT_OBJECTIVE) -> CalibrationResult:
     """Score the dev data with the head in `model_dir`, fit thresholds and switches, and write the
-    sidecar atomically (models.artifact.write_spec) with thresholds, enabled, disabled_reasons and
+    sidecar atomically (tagger.models.spec.write_spec) with thresholds, enabled, disabled_reasons and
     a `calibration` block. The weights and the version string are not touched (the job's model
     version changes through HeadSpec.decision_digest).
 
     `decision`: None keeps the sidecar's decision block; a dict replaces it ({} or all defaults
     removes it). Data labels are binarized by the head's labels: other names are ignored (and
     counted in the result), a head label absent from the data has 0 positives."""
-    from .artifact import load_head
+    from .loading import load_head
 
     if len(texts) != len(label_lists):
         raise ValueError(f"{len(texts)} texts but {len(label_lists)} label lists")

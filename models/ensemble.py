@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import ArtifactError, HeadSpec, LoadedHead, normalize_decision, read_spec, round_scores, write_spec
-
-COMBINE = ("intersection", "union", "mean")
+from .decision import decide, round_scores
+from .spec import COMBINE, ArtifactError, HeadSpec, member_dirs, read_spec, validate_ensemble, write_spec
 BELOW = 0.49  # a score under its member's threshold maps below this
 
 
@@ -55,73 +54,42 @@ def combine_scores(member_scores: Sequence[np.ndarray], member_thresholds: Seque
     return reduce(stacked, axis=0).astype(np.float32)
 
 
-def member_dirs(directory: str | os.PathLike, spec: HeadSpec) -> list[Path]:
-    base = Path(directory)
-    return [Path(m) if os.path.isabs(m) else base / m for m in spec.extra.get("members", [])]
+class EnsembleHead:
+    """A head whose scores are combined from its members' (see the module docstring).
 
+    It has the inference interface of `tagger.models.loading.LoadedHead` (spec, labels, device,
+    predict_proba, decide, predict) and no model of its own. Build it with `load_head(dir)`.
+    """
 
-def validate_ensemble(directory, spec: HeadSpec) -> list[HeadSpec]:
-    """Check the ensemble block and that every member has the ensemble's labels, in order."""
-    combine, members = spec.extra.get("combine"), spec.extra.get("members")
-    if combine not in COMBINE:
-        raise ArtifactError(directory, "tagger_head.json", f"combine is {combine!r}",
-                            f"set combine to one of {list(COMBINE)}", key="combine")
-    if not isinstance(members, list) or len(members) < 2 or not all(isinstance(m, str) and m for m in members):
-        raise ArtifactError(directory, "tagger_head.json", "members must list at least two head directories",
-                            "list the member directories (relative to the ensemble directory or absolute)",
-                            key="members")
-    specs = []
-    for path in member_dirs(directory, spec):
-        if Path(path).resolve() == Path(directory).resolve():
-            raise ArtifactError(directory, "tagger_head.json", "the ensemble lists its own directory as a member",
-                                "keep the members in their own directories (e.g. <ensemble>/members/<name>)",
-                                key="members")
-        member = read_spec(path)
-        if member.arch == "ensemble":
-            raise ArtifactError(path, "tagger_head.json", "an ensemble cannot be a member of another ensemble",
-                                "list plain textcnn/bert heads as members", key="arch")
-        if member.decision != normalize_decision(None):
-            raise ArtifactError(path, "tagger_head.json", "a member has a decision block (top_k / min_labels / "
-                                "max_labels), which an ensemble cannot combine",
-                                "remove it from the member and set it on the ensemble (tagger calibrate --top-k ...)",
-                                key="decision")
-        if member.labels != spec.labels:
-            raise ArtifactError(directory, "tagger_head.json",
-                                f"member {path} has labels {member.labels}, the ensemble has {spec.labels}",
-                                "train the members on the same label file (same labels, same order)", key="members")
-        specs.append(member)
-    return specs
-
-
-class EnsembleHead(LoadedHead):
-    """A LoadedHead whose scores are combined from its members' (see the module docstring)."""
-
-    def __init__(self, spec: HeadSpec, members: list[LoadedHead], path: str | None = None):
+    def __init__(self, spec: HeadSpec, members: list, path: str | None = None):
         self.spec = spec
         self.members = members
         self.device = members[0].device
-        self.model = None
-        self.vocab = self.tokenizer = None
-        self.output = "sigmoid"
         self.path = path
         self.max_length = int(spec.max_length)
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        scores = [m.predict_proba(texts, batch_size=batch_size) for m in self.members]
+    @property
+    def labels(self) -> list[str]:
+        """The label names in output order."""
+        return list(self.spec.labels)
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 64, **options) -> np.ndarray:
+        """(len(texts), L) float32 combined scores; `options` go to every member's predict_proba."""
+        scores = [m.predict_proba(texts, batch_size=batch_size, **options) for m in self.members]
         return combine_scores(scores, [m.spec.thresholds for m in self.members], self.spec.extra["combine"],
                               [m.spec.enabled for m in self.members])
+
+    def decide(self, proba) -> np.ndarray:
+        """Boolean (n, L) decisions: `tagger.models.decision.decide(proba, self.spec)`."""
+        return decide(proba, self.spec)
+
+    def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Boolean (n, L) decisions for texts."""
+        return self.decide(self.predict_proba(texts, batch_size=batch_size))
 
     def __repr__(self) -> str:
         return (f"EnsembleHead(head={self.spec.head!r}, combine={self.spec.extra['combine']!r}, "
                 f"members={[m.spec.head for m in self.members]}, version={self.spec.version!r})")
-
-
-def load_ensemble(directory: str | os.PathLike, spec: HeadSpec, device=None) -> EnsembleHead:
-    from .artifact import load_head
-
-    validate_ensemble(directory, spec)
-    members = [load_head(path, device=device) for path in member_dirs(directory, spec)]
-    return EnsembleHead(spec, members, path=str(directory))
 
 
 def write_ensemble(out_dir: str | os.PathLike, members: Sequence[str | os.PathLike], combine: str,

@@ -1,7 +1,7 @@
 """Evaluate a head artifact on labelled data, with the job's own decisions.
 
 `evaluate_artifact(model_dir, texts, label_lists)` scores the texts, decides with
-models.artifact.decide (rounded scores, thresholds, enabled labels, decision block: exactly what
+tagger.models.spec.decide (rounded scores, thresholds, enabled labels, decision block: exactly what
 the daily job emits) and returns a report dict: per label precision, recall, F1, support (plus
 threshold, on/off and the reason a label is off), macro- and micro-F1 over all labels (a label
 switched off counts with its misses), the label distribution table of the data, and the paths of
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import round_scores
+from .decision import round_scores
 from .calibrate import file_sha256, unknown_labels
 from .metrics import binarize, label_distribution, label_report, precision_recall_at, threshold_curve
 
@@ -102,7 +102,8 @@ def evaluate_artifact(model_dir: str | os.PathLike, texts: Sequence[str], label_
                       data_path: str | os.PathLike | None = None, head=None, batch_size: int = 64,
                       device: str | None = None, write_files: bool = True) -> dict:
     """Evaluate the head in `model_dir` on (texts, label_lists); see the module docstring."""
-    from .artifact import load_head, read_spec
+    from .loading import load_head
+    from .spec import read_spec
 
     texts = list(texts)
     label_lists = list(label_lists)

@@ -133,7 +133,7 @@ def threshold_curve(y_true: np.ndarray, scores: np.ndarray) -> dict:
 
     Returns {"thresholds": ascending distinct scores, "tp": true positives and "predicted": items
     predicted at each (prediction: score >= threshold), "positives": positives in y_true}.
-    Pass scores already rounded the way the job rounds them (models.artifact.round_scores), so
+    Pass scores already rounded the way the job rounds them (tagger.models.spec.round_scores), so
     these counts are exactly what the job's decisions give."""
     yt = np.asarray(y_true).astype(bool).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()

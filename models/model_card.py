@@ -1,9 +1,10 @@
-"""MODEL_CARD.md for a head, from an evaluation report (models.evaluate) and the sidecar."""
+"""MODEL_CARD.md for a head, from an evaluation report (tagger.models.evaluate) and the sidecar."""
 from __future__ import annotations
 
 import json
 
-from .artifact import DECISION_HELP, HeadSpec
+from .decision import DECISION_HELP
+from .spec import HeadSpec
 
 
 def _cell(value) -> str:

@@ -1,7 +1,7 @@
 """Tokenization and vocabulary building for the tagging heads.
 
 Two encoders share one output format, a padded id matrix plus per-row lengths, so that the
-inference fast path (`models.artifact.LoadedHead.predict_proba`) and the training loop can sort
+inference fast path (`tagger.models.spec.LoadedHead.predict_proba`) and the training loop can sort
 by length and slice dynamic-width mini-batches without any per-row Python:
 
 * `CharVocab` -- char-level vocabulary of the TextCNN gate. `[PAD]`=0, `[UNK]`=1, then chars by

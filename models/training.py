@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .artifact import (SIDECAR, VOCAB, WEIGHTS, ArtifactError, HeadSpec, LoadedHead, weights_version,
-                       write_spec)
+from .spec import SIDECAR, VOCAB, WEIGHTS, ArtifactError, HeadSpec, weights_version, write_spec
+from .loading import LoadedHead
 from .data import DataError
 from .metrics import (THRESHOLD_GRID, apply_thresholds, best_f1_thresholds, binarize, label_report)
 from .tokenization import CharVocab, normalize_texts

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tagger.hive_client from this checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tagger.ops.hive_client from this checkout
 
 THRIFT_SERVER_CLASS = "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2"
 
@@ -104,7 +104,7 @@ class ThriftServer:
         except OSError:
             return False
         try:
-            from tagger.hive_client import HiveClient, HiveServer2Settings
+            from tagger.ops.hive_client import HiveClient, HiveServer2Settings
 
             HiveClient.connect(HiveServer2Settings(self.host, self.port, "probe", timeout_seconds=10)).close()
             return True

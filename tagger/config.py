@@ -8,13 +8,15 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO_ROOT / "conf" / "tagger.yaml"
+# The shipped configuration is package data (conf/ in the repository, tagger/conf once installed).
+CONF_DIR = Path(str(files("tagger.conf")))
+DEFAULT_CONFIG = CONF_DIR / "tagger.yaml"
 
 # db.table, each part a SQL identifier: names are also bound with IDENTIFIER(:name), this check
 # makes a typo or an injection attempt fail with a readable message before Spark starts.

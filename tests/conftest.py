@@ -71,7 +71,7 @@ def cfg(cfg_path):
 
 @pytest.fixture(scope="session")
 def spark(cfg):
-    from tagger.spark_session import build_session
+    from tagger.ops.spark_session import build_session
 
     session = build_session(cfg, "tagger-tests")
     yield session
@@ -92,6 +92,6 @@ def demo_data(spark, cfg):
 @pytest.fixture(scope="session")
 def trained(spark, cfg, demo_data):
     """Small gate and P0 models trained from the seeded days before RUN_DATE."""
-    from tagger.trainer import train_all
+    from tagger.training.from_warehouse import train_all
 
     return train_all(spark, cfg, TRAIN_DATES, log=lambda *_: None)

@@ -19,15 +19,15 @@ import pandas as pd
 from pyspark.accumulators import AccumulatorParam
 
 from tagger.config import HeadConf
-from udfs.hierarchy import add_implied_parents, ancestors_by_path
-from udfs.rules import RuleSet
+from tagger.udfs.hierarchy import add_implied_parents, ancestors_by_path
+from tagger.udfs.rules import RuleSet
 
 TAG_STRUCT = "struct<tag_id: bigint, tag_name: string, tag_path: string, score: double, source: string>"
 OUTPUT_SCHEMA = (f"itemid string, dtype string, gate_score double, tags array<{TAG_STRUCT}>, "
                  "tag_ids string")
 INPUT_COLUMNS = ["itemid", "dtype", "doc_text"]
 RULE_SOURCE = "rule"
-# scores are rounded (models.artifact.SCORE_DECIMALS, round_scores) so that reruns compare equal row for row
+# scores are rounded (tagger.models.spec.SCORE_DECIMALS, round_scores) so that reruns compare equal row for row
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Tagger:
     """Loaded rules and model heads; `tag` maps an input batch to output rows."""
 
     def __init__(self, spec: TaggerSpec):
-        from models.artifact import load_head  # torch import stays off the driver's start-up path
+        from tagger.models.loading import load_head  # torch import stays off the driver's start-up path
 
         import torch
 
@@ -79,7 +79,7 @@ class Tagger:
         self.pid = os.getpid()
 
     def tag(self, pdf: pd.DataFrame) -> pd.DataFrame:
-        from models.artifact import round_scores  # already imported by __init__ (torch stays off the driver)
+        from tagger.models.decision import round_scores  # already imported by __init__ (torch stays off the driver)
 
         texts = pdf["doc_text"].fillna("")
         n = len(pdf)

@@ -1,4 +1,4 @@
-"""Calibration (models/calibrate.py) and the one decision function (models.artifact.decide) that
+"""Calibration (models/calibrate.py) and the one decision function (tagger.models.spec.decide) that
 the job, evaluation and calibration share; a tiny TextCNN head trained here on generated keyword
 texts with a rare label and a noisy one (nothing is downloaded)."""
 import os
@@ -16,10 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.artifact import (ArtifactError, HeadSpec, decide, load_head, read_spec, round_scores, write_spec)
-from models.calibrate import calibrate_artifact, calibrate_thresholds
-from models.metrics import binarize
-from models.training import train_head
+from tagger.models.spec import ArtifactError, HeadSpec, read_spec, write_spec
+from tagger.models.decision import decide, round_scores
+from tagger.models.loading import load_head
+from tagger.models.calibrate import calibrate_artifact, calibrate_thresholds
+from tagger.models.metrics import binarize
+from tagger.models.training import train_head
 
 LABELS = ["预售", "谍照", "新车上市", "申报图", "官图"]
 CLEAN = {"预售": ["开启预售", "预售价格公布"], "谍照": ["路试谍照曝光", "伪装测试车谍照"],
@@ -167,8 +169,8 @@ def test_sidecar_is_written_with_reasons_and_calibration_block(calibrated, train
 
 def test_a_switched_off_label_never_appears_in_the_job_output(calibrated):
     from tagger.config import HeadConf
-    from udfs.rules import RuleSet
-    from udfs.tagging import Tagger, TaggerSpec
+    from tagger.udfs.rules import RuleSet
+    from tagger.udfs.tagging import Tagger, TaggerSpec
 
     d, result, head, proba, _ = calibrated
     index = {f"{PARENT}/{name}": (100 + j, name) for j, name in enumerate(LABELS)}
@@ -197,8 +199,8 @@ def test_predict_is_decide_of_predict_proba(calibrated):
 
 def test_build_spec_versions_carry_the_digest_and_summary_shows_reasons(calibrated):
     from tagger.config import HeadConf, load_config
-    from tagger.pipeline import RunSummary, build_spec
-    from udfs.rules import load_rules
+    from tagger.job.pipeline import RunSummary, build_spec
+    from tagger.udfs.rules import load_rules
 
     d, result, head, proba, _ = calibrated
     cfg = load_config()
@@ -336,7 +338,7 @@ def test_digest_changes_when_and_only_when_decisions_can_change():
 
 
 def test_the_default_margin_needs_the_precision_lower_bound_to_reach_the_target():
-    from models.calibrate import precision_lower_bound
+    from tagger.models.calibrate import precision_lower_bound
 
     assert precision_lower_bound([20], [24], 0.95)[0] == pytest.approx(0.676, abs=1e-3)
     assert precision_lower_bound([830], [1000], 0.95)[0] == pytest.approx(0.810, abs=1e-3)

@@ -1,4 +1,4 @@
-"""models.data: reading the team's labelled files (JSON lines, PaddleNLP), label files and order,
+"""tagger.models.data: reading the team's labelled files (JSON lines, PaddleNLP), label files and order,
 clear errors naming file:line, iterative stratification."""
 import json
 import random
@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from models.data import (DataError, iterative_split, read_examples, read_label_file, resolve_labels,
+from tagger.models.data import (DataError, iterative_split, read_examples, read_label_file, resolve_labels,
                          write_jsonl)
 
 
@@ -197,7 +197,7 @@ def test_repair_moves_a_missing_label_in_and_keeps_split_sizes():
     guarded label in split 1 and must stay there."""
     import numpy as np
 
-    from models.data import _repair
+    from tagger.models.data import _repair
 
     rows = [["x"], ["x", "y"], ["x"], ["y"], ["y"], ["y"], [], [], []]
     names = {"x": 0, "y": 1}

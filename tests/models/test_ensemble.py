@@ -9,9 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
-from models.artifact import ArtifactError, load_head, read_spec
-from models.ensemble import EnsembleHead, combine_scores, rescale, write_ensemble
-from models.training import train_head
+from tagger.models.spec import ArtifactError, read_spec
+from tagger.models.loading import load_head
+from tagger.models.ensemble import EnsembleHead, combine_scores, rescale, write_ensemble
+from tagger.models.training import train_head
 from tiny_data import DEV, LABELS, QUIET, TRAIN, make_data
 
 TEST = make_data(300, 3)
@@ -101,7 +102,7 @@ def test_an_unknown_combine_is_refused(members, tmp_path):
 
 
 def test_recalibrating_a_member_changes_the_ensembles_version(members, tmp_path):
-    from models.artifact import artifact_version
+    from tagger.models.spec import artifact_version
 
     copies = _copy_members(members[1], tmp_path / "ens")
     write_ensemble(tmp_path / "ens", copies, "intersection")
@@ -148,7 +149,7 @@ def test_a_member_with_a_decision_block_or_the_ensemble_dir_itself_is_refused(me
 
 
 def test_editing_combine_changes_the_version(members, tmp_path):
-    from models.artifact import artifact_version
+    from tagger.models.spec import artifact_version
 
     base, dirs = members
     write_ensemble(tmp_path / "ens", dirs, "intersection")

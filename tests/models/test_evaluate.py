@@ -15,9 +15,11 @@ import warnings
 import numpy as np
 import pytest
 
-from models.artifact import load_head, read_spec, round_scores, write_spec
-from models.evaluate import evaluate_artifact
-from models.training import train_head
+from tagger.models.loading import load_head
+from tagger.models.spec import read_spec, write_spec
+from tagger.models.decision import round_scores
+from tagger.models.evaluate import evaluate_artifact
+from tagger.models.training import train_head
 
 LABELS = ["预售", "谍照", "新车上市", "申报图"]
 PHRASES = {"预售": ["开启预售", "预售价格公布"], "谍照": ["路试谍照曝光", "伪装测试车谍照"],
@@ -165,7 +167,7 @@ def test_pr_curve_png_is_one_valid_figure_with_chinese_legend(evaluated, head_di
 
 
 def test_without_a_cjk_font_the_legend_uses_indices_and_the_card_maps_them(head_dir, tmp_path, monkeypatch):
-    import models.plots as plots
+    import tagger.models.plots as plots
 
     monkeypatch.setattr(plots, "_registered", [])  # as on a machine without any CJK font
     with warnings.catch_warnings(record=True) as caught:
@@ -202,7 +204,7 @@ def test_model_card_has_the_table_rows_and_the_figure(evaluated, head_dir):
 
 
 def test_evaluates_a_calibrated_copy_with_its_calibration_block(head_dir, tmp_path):
-    from models.calibrate import calibrate_artifact
+    from tagger.models.calibrate import calibrate_artifact
 
     d = tmp_path / "p0"
     shutil.copytree(head_dir, d)

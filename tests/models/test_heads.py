@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.artifact import ArtifactError, HeadSpec, load_head, read_spec, write_spec
-from models.textcnn import build_textcnn
-from models.tokenization import CharVocab, build_wordpiece_tokenizer, encode_with_tokenizer
-from models.training import build_random_bert_head, train_head
+from tagger.models.spec import ArtifactError, HeadSpec, read_spec, write_spec
+from tagger.models.loading import load_head
+from tagger.models.textcnn import build_textcnn
+from tagger.models.tokenization import CharVocab, build_wordpiece_tokenizer, encode_with_tokenizer
+from tagger.models.training import build_random_bert_head, train_head
 
 from tiny_data import DEV, LABELS, NOISE, PHRASES, QUIET, TRAIN, make_data  # noqa: F401 (re-exported)
 

@@ -5,7 +5,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import pytest
 
-from models.metrics import (best_f1_thresholds, binarize, f1_by_threshold, format_report, label_distribution,
+from tagger.models.metrics import (best_f1_thresholds, binarize, f1_by_threshold, format_report, label_distribution,
                             label_report)
 
 LABELS = ["谍照", "预售", "申报图"]

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from models.artifact import load_head
-from models.training import train_head
-from tagger.config import REPO_ROOT, HeadConf
-from udfs.hierarchy import SOURCE, add_implied_parents, ancestors_by_path
-from udfs.rules import load_rules
-from udfs.tagging import Tagger, TaggerSpec
+from tagger.models.loading import load_head
+from tagger.models.training import train_head
+from tagger.config import CONF_DIR, HeadConf
+from tagger.udfs.hierarchy import SOURCE, add_implied_parents, ancestors_by_path
+from tagger.udfs.rules import load_rules
+from tagger.udfs.tagging import Tagger, TaggerSpec
 from tiny_data import DEV, LABELS, QUIET, TRAIN, make_data
 
 GATE, P0 = "内容标签/新车资讯", "内容标签/新车资讯/"
@@ -65,7 +65,7 @@ def heads(tmp_path_factory):
 def _tag(base, gate_by, texts):
     spec = TaggerSpec(heads=(HeadConf("gate", str(base / "gate"), "内容标签"),
                              HeadConf("p0", str(base / "p0"), GATE, gate_by=gate_by)),
-                      gate_head="gate", rules=load_rules(REPO_ROOT / "conf" / "autoshow_rules.yaml"),
+                      gate_head="gate", rules=load_rules(CONF_DIR / "autoshow_rules.yaml"),
                       tag_index=INDEX, torch_threads=1)
     pdf = pd.DataFrame({"itemid": [str(i) for i in range(len(texts))], "dtype": "news", "doc_text": texts})
     return Tagger(spec).tag(pdf)

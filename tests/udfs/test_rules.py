@@ -2,10 +2,10 @@ import pandas as pd
 import pytest
 
 from tagger.config import ConfigError
-from tagger.config import REPO_ROOT
-from udfs.rules import load_rules
+from tagger.config import CONF_DIR
+from tagger.udfs.rules import load_rules
 
-RULES = REPO_ROOT / "conf" / "autoshow_rules.yaml"
+RULES = CONF_DIR / "autoshow_rules.yaml"
 
 
 def test_shipped_rules_tag_each_show_and_not_a_bare_auto_show():

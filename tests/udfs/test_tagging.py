@@ -1,15 +1,15 @@
 """The worker cache key: a reused Python worker must never tag with another run's inputs."""
 from dataclasses import replace
 
-from tagger.config import REPO_ROOT, load_config
-from udfs.rules import load_rules
-from udfs.tagging import TaggerSpec
+from tagger.config import CONF_DIR, load_config
+from tagger.udfs.rules import load_rules
+from tagger.udfs.tagging import TaggerSpec
 
 
 def _spec(**changes) -> TaggerSpec:
     cfg = load_config()
     spec = TaggerSpec(heads=cfg.heads, gate_head=cfg.gate_head,
-                      rules=load_rules(REPO_ROOT / "conf" / "autoshow_rules.yaml"),
+                      rules=load_rules(CONF_DIR / "autoshow_rules.yaml"),
                       tag_index={"内容标签/新车资讯": (10001, "新车资讯")}, model_version="gate=v1;p0=v1")
     return replace(spec, **changes)
 
@@ -27,9 +27,9 @@ def test_a_reused_worker_sets_the_specs_torch_threads_again(cfg, trained):
     since (tagger ablation runs 1 task x 2 threads between runs of 2 tasks x 1 thread)."""
     import torch
 
-    from tagger.bench import bench_items, tag_index_of
-    from tagger.pipeline import build_spec
-    from udfs.tagging import _WORKER_TAGGERS, get_tagger
+    from tagger.measure.bench import bench_items, tag_index_of
+    from tagger.job.pipeline import build_spec
+    from tagger.udfs.tagging import _WORKER_TAGGERS, get_tagger
 
     before = torch.get_num_threads()
     spec = build_spec(cfg, tag_index_of(bench_items(20, cfg.text.max_chars)[1]), "generated", 1)[0]

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from tagger.config import TextConf
-from tagger.normalize import ITEM_COLUMNS, QUARANTINE_COLUMNS, normalize
+from tagger.job.normalize import ITEM_COLUMNS, QUARANTINE_COLUMNS, normalize
 
 POOL = "itemid string, title string, summary string, relate_app_tag_id string, dtype string, " \
        "recommend_grade string, gc string, create_time string"

@@ -1,4 +1,4 @@
-"""Heads declared in the config: plain heads and ensembles, trained by tagger.trainer."""
+"""Heads declared in the config: plain heads and ensembles, trained by tagger.training.from_warehouse."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.artifact import load_head, read_spec
-from models.ensemble import EnsembleHead
+from tagger.models.loading import load_head
+from tagger.models.spec import read_spec
+from tagger.models.ensemble import EnsembleHead
 from tagger.config import ConfigError, load_config
-from tagger.trainer import train_artifact
+from tagger.training.from_warehouse import train_artifact
 from conftest import write_config
 from tiny_data import DEV, LABELS, TRAIN, make_data
 
@@ -70,7 +71,7 @@ def test_items_labelled_only_at_the_heads_parent_are_unknown_not_negative():
     import pandas as pd
 
     from tagger.config import HeadConf
-    from tagger.trainer import labelled_at_head_level
+    from tagger.training.from_warehouse import labelled_at_head_level
 
     p1 = HeadConf("p1", "/x", "内容标签/导购")
     truth = pd.Series([["内容标签/导购"], ["内容标签/导购", "内容标签/导购/试驾"], ["内容标签/汽车生活"], []])
@@ -89,7 +90,7 @@ def test_bad_calibration_keys_name_the_key(tmp_path, train, key):
 
 
 def test_swap_in_replaces_the_directory_whole(tmp_path):
-    from tagger.trainer import swap_in
+    from tagger.training.from_warehouse import swap_in
 
     (tmp_path / "head").mkdir()
     (tmp_path / "head" / "old.txt").write_text("old")
@@ -101,7 +102,7 @@ def test_swap_in_replaces_the_directory_whole(tmp_path):
 
 
 def test_train_all_calibrates_evaluates_and_exports_each_head(cfg, trained, tagger_home):
-    """What the session's `trained` fixture (tagger.trainer.train_all on the seeded days) left behind."""
+    """What the session's `trained` fixture (tagger.training.from_warehouse.train_all on the seeded days) left behind."""
     import json
 
     for head in cfg.heads:
@@ -120,7 +121,7 @@ def test_train_all_calibrates_evaluates_and_exports_each_head(cfg, trained, tagg
 
 
 def test_an_unknown_head_is_refused_before_any_work(spark, cfg):
-    from tagger.trainer import train_all
+    from tagger.training.from_warehouse import train_all
 
     with pytest.raises(ConfigError, match="trainable heads: gate, p0, p1"):
         train_all(spark, cfg, ["2024-01-01"], heads=["P1"])

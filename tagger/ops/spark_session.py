@@ -9,7 +9,7 @@ from pyspark.sql import SparkSession
 
 from tagger.config import Config, tagger_home
 
-WORKER_DAEMON = "udfs.worker_daemon"  # forks Python workers with torch and the model code imported
+WORKER_DAEMON = "tagger.udfs.worker_daemon"  # forks Python workers with torch and the model code imported
 
 
 def embedded_catalog_conf() -> dict[str, str]:
@@ -40,7 +40,7 @@ def build_session(cfg: Config, app_name: str = "tagger") -> SparkSession:
     if cfg.spark.catalog == "embedded":
         conf.update(embedded_catalog_conf())
     if "PYSPARK_GATEWAY_PORT" not in os.environ and re.fullmatch(r"local(\[[^\]]*\])?", cfg.spark.master):
-        # Local mode: the workers run this virtualenv, where udfs.worker_daemon is importable. Not on
+        # Local mode: the workers run this virtualenv, where tagger.udfs.worker_daemon is importable. Not on
         # a cluster: there the daemon starts before --py-files are on its path and would fail.
         conf["spark.python.daemon.module"] = WORKER_DAEMON
     conf.update(cfg.spark.conf)

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import click
 
-from tagger.config import REPO_ROOT, ConfigError, Tables, _Reader, load_config, load_yaml
-from tagger.hive_client import (AUTH_MODES, IDENTIFIER, HiveClient, HiveServer2AuthError, HiveServer2Error,
+from tagger.config import CONF_DIR, ConfigError, Tables, _Reader, load_config, load_yaml
+from tagger.ops.hive_client import (AUTH_MODES, IDENTIFIER, HiveClient, HiveServer2AuthError, HiveServer2Error,
                                 HiveServer2Settings, HiveServer2Unreachable)
 
-DEFAULT_ORCHESTRATION = REPO_ROOT / "conf" / "orchestration.yaml"
+DEFAULT_ORCHESTRATION = CONF_DIR / "orchestration.yaml"
 ORCHESTRATION_ENV = "TAGGER_ORCHESTRATION_CONFIG"
 EXIT_OK, EXIT_CONFIG, EXIT_MISSING_INPUT, EXIT_HIVESERVER2 = 0, 3, 4, 5
 
@@ -313,5 +313,5 @@ def preflight_command(ctx: click.Context, run_date: str, job_config: str | None,
 __all__ = ["preflight_command", "run_preflight", "load_orchestration", "check", "PreflightReport",
            "InputStatus", "OrchestrationConfig", "HiveServer2Unreachable", "EXIT_HIVESERVER2"]
 
-if __name__ == "__main__":  # python -m tagger.preflight --date D [--config ...]  (before the CLI registers it)
+if __name__ == "__main__":  # python -m tagger.ops.preflight --date D [--config ...]  (before the CLI registers it)
     preflight_command(prog_name="tagger preflight")

@@ -3,7 +3,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql.functions import udf
 
-from tagger.write import append_partition, overwrite_partition
+from tagger.job.write import append_partition, overwrite_partition
 
 TABLE = "write_tests.t"
 
@@ -60,7 +60,7 @@ def test_append_adds_rows(spark, table):
 def test_a_metrics_table_from_before_a_column_was_added_gets_it(spark, cfg):
     from dataclasses import replace
 
-    from tagger.write import ADDED_COLUMNS, ensure_tables
+    from tagger.job.write import ADDED_COLUMNS, ensure_tables
 
     old = "tagging.old_run_metrics"
     spark.sql("CREATE DATABASE IF NOT EXISTS tagging")

@@ -16,7 +16,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from conftest import REPO, RUN_DATE, TRAIN_DATES, write_config
 from tagger.config import load_config
-from tagger.pipeline import run_date
+from tagger.job.pipeline import run_date
 from test_pipeline import partition
 
 

@@ -15,14 +15,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from tagger.config import Config, ConfigError
-from tagger.extract import check_inputs, extract
-from tagger.failpoints import failpoint
-from tagger.normalize import normalize
-from tagger.run_lock import run_lock
-from tagger.write import append_partition, ensure_tables, overwrite_partition
-from udfs.hierarchy import SOURCE as HIERARCHY
-from udfs.rules import load_rules
-from udfs.tagging import OUTPUT_SCHEMA, LoadCounter, TaggerSpec, tag_partitions
+from tagger.job.extract import check_inputs, extract
+from tagger.ops.failpoints import failpoint
+from tagger.job.normalize import normalize
+from tagger.ops.run_lock import run_lock
+from tagger.job.write import append_partition, ensure_tables, overwrite_partition
+from tagger.udfs.hierarchy import SOURCE as HIERARCHY
+from tagger.udfs.rules import load_rules
+from tagger.udfs.tagging import OUTPUT_SCHEMA, LoadCounter, TaggerSpec, tag_partitions
 
 
 class InvariantError(RuntimeError):
@@ -88,7 +88,7 @@ def build_spec(cfg: Config, tag_index: dict[str, tuple[int, str]], tag_dim_table
 
     Returns the spec, the model version string and the labels switched off in artifacts.
     """
-    from models.artifact import artifact_version, read_spec
+    from tagger.models.spec import artifact_version, read_spec
 
     rules = load_rules(cfg.rules_path)
     missing = [f"rule '{r.id}' -> {r.tag}" for r in rules.rules if r.tag not in tag_index]

@@ -12,9 +12,9 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from models.artifact import load_head
-from models.metrics import binarize, label_report
-from models.training import DEFAULTS
+from tagger.models.loading import load_head
+from tagger.models.metrics import binarize, label_report
+from tagger.models.training import DEFAULTS
 from tagger.cli import main
 from tiny_data import LABELS, make_data
 

@@ -12,8 +12,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from tagger.config import ConfigError
-from tagger.extract import MissingInputError
-from tagger.pipeline import run_date
+from tagger.job.extract import MissingInputError
+from tagger.job.pipeline import run_date
 from test_pipeline import POOL_SCHEMA, insert_rows, partition
 
 DAY = "2024-04-01"
@@ -146,7 +146,7 @@ def test_a_missing_source_partition_is_a_clear_error(spark, cfg, trained):
 
 
 def test_a_model_tag_retired_in_the_tag_dimension_stops_the_run_at_start(spark, cfg, trained):
-    from models.artifact import read_spec
+    from tagger.models.spec import read_spec
 
     p0 = read_spec(next(h for h in cfg.heads if h.name == "p0").path)
     label = next(lab for lab, on in zip(p0.labels, p0.enabled) if on)  # a label the artifact emits

@@ -76,7 +76,7 @@ def score(head, texts: list[str], *, order: str, padding: str, batch_size: int, 
     the same scores: checked in `run_ablation`)."""
     import torch
 
-    from models.tokenization import normalize_texts
+    from tagger.models.tokenization import normalize_texts
 
     texts = normalize_texts(texts)
     out = np.zeros((len(texts), len(head.spec.labels)), dtype=np.float32)
@@ -109,7 +109,7 @@ def cascade_seconds(heads, texts: list[str], settings: dict) -> tuple[float, int
     passed, unless settings['cascade'] is off), and the number of rows the heads scored in all."""
     import torch
 
-    from models.artifact import round_scores
+    from tagger.models.decision import round_scores
 
     kw = {k: settings[k] for k in ("order", "padding", "batch_size", "grad", "tokenize")}
     before = torch.get_num_threads()
@@ -151,8 +151,8 @@ def spark_stage_seconds(cfg, spec, items, settings, repeats: int, log) -> list[l
     each run after an untimed warm-up with the same setting (models loaded in its workers)."""
     import dataclasses
 
-    from tagger.bench import _session, _spark_variant
-    from udfs.tagging import INPUT_COLUMNS, OUTPUT_SCHEMA, tag_partitions
+    from tagger.measure.bench import _session, _spark_variant
+    from tagger.udfs.tagging import INPUT_COLUMNS, OUTPUT_SCHEMA, tag_partitions
 
     spark, own = _session(cfg)
     key = "spark.sql.execution.arrow.maxRecordsPerBatch"
@@ -195,9 +195,9 @@ def _row(name: str, n: int, times: list[float], baseline: list[float]) -> dict:
 def run_ablation(cfg, n_items: int, seed: int, with_spark: bool, log, repeats: int = 3) -> dict:
     import torch
 
-    from models.artifact import load_head
-    from tagger.bench import bench_items, tag_index_of
-    from tagger.pipeline import build_spec
+    from tagger.models.loading import load_head
+    from tagger.measure.bench import bench_items, tag_index_of
+    from tagger.job.pipeline import build_spec
 
     items, tag_dim = bench_items(n_items, cfg.text.max_chars, seed=seed)
     texts = items["doc_text"].tolist()
@@ -205,7 +205,7 @@ def run_ablation(cfg, n_items: int, seed: int, with_spark: bool, log, repeats: i
     check = _check_baseline(heads, texts[:300])
     if check > 1e-5:
         raise RuntimeError(f"the ablation's baseline scores differ from the job's by {check:.2g}: "
-                           "tagger/ablation.py score() has drifted from models.artifact.predict_proba")
+                           "tagger/ablation.py score() has drifted from tagger.models.spec.predict_proba")
     log(f"{len(items):,} generated items; baseline matches the job's scores (max |diff| {check:.1g})")
     cascade_seconds(heads, texts[:500], BASELINE)  # warm-up: allocator, first-call costs
     runs: list[list[float]] = [[] for _ in VARIANTS]
@@ -264,8 +264,8 @@ def format_text(r: dict) -> str:
 @click.option("--seed", type=int, default=7, show_default=True, help="Generator seed (same texts as tagger bench).")
 @click.pass_context
 def ablation_command(ctx, n_items, with_spark, repeats, fmt, out_path, config_path, seed):
-    from models.artifact import ArtifactError
-    from tagger.bench import emit_report
+    from tagger.models.spec import ArtifactError
+    from tagger.measure.bench import emit_report
     from tagger.config import ConfigError, load_config
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tagger.speech import parse_speech
+from tagger.job.payloads import parse_speech
 
 
 @pytest.mark.parametrize("raw", [None, "", "   ", "[]", " [] "])

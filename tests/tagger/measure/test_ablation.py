@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from models.artifact import load_head
-from tagger.ablation import BASELINE, SPARK_SETTINGS, VARIANTS, ablation_command, score
-from tagger.bench import bench_items
+from tagger.models.loading import load_head
+from tagger.measure.ablation import BASELINE, SPARK_SETTINGS, VARIANTS, ablation_command, score
+from tagger.measure.bench import bench_items
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
@@ -26,7 +26,7 @@ def test_every_variant_gives_the_jobs_scores(cfg, trained):
 
 
 def test_rounds_rotate_so_no_variant_always_runs_first():
-    from tagger.ablation import _rounds
+    from tagger.measure.ablation import _rounds
 
     assert _rounds(3, 3) == [[0, 1, 2], [1, 2, 0], [2, 0, 1]]
 

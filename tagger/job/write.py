@@ -6,7 +6,7 @@ import uuid
 from pyspark.sql import DataFrame, SparkSession
 
 from tagger.config import Tables
-from tagger.failpoints import failpoint, stall_after_first_batch
+from tagger.ops.failpoints import failpoint, stall_after_first_batch
 from tagger.sql_files import run_sql
 
 DDL = {"output": "ddl_item_tags", "quarantine": "ddl_quarantine", "metrics": "ddl_run_metrics"}

@@ -15,7 +15,7 @@ from datetime import date, timedelta
 
 import click
 
-from models.bert_head import SIZES as BERT_SIZES
+from tagger.models.bert_head import SIZES as BERT_SIZES
 from tagger.config import ConfigError, load_config
 
 DEMO_START, DEMO_DAYS, DEMO_ITEMS = "2024-01-01", 5, 100_000
@@ -72,7 +72,7 @@ def _config(ctx: click.Context):
 
 
 def _session(cfg, app: str):
-    from tagger.spark_session import build_session
+    from tagger.ops.spark_session import build_session
 
     return build_session(cfg, app)
 
@@ -81,11 +81,11 @@ def _guarded(fn):
     """Turn the job's known failures into one clear line and an exit code, not a traceback."""
     from pyspark.errors import PySparkException
 
-    from models.artifact import ArtifactError
-    from models.data import DataError
-    from tagger.extract import MissingInputError
-    from tagger.pipeline import InvariantError
-    from tagger.run_lock import RunLockedError
+    from tagger.models.spec import ArtifactError
+    from tagger.models.data import DataError
+    from tagger.job.extract import MissingInputError
+    from tagger.job.pipeline import InvariantError
+    from tagger.ops.run_lock import RunLockedError
 
     try:
         return fn()
@@ -138,7 +138,7 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 @click.pass_context
 def run(ctx: click.Context, run_date: str) -> None:
     cfg = _config(ctx)
-    from tagger.pipeline import run_date as run_one
+    from tagger.job.pipeline import run_date as run_one
 
     spark = _session(cfg, f"tagger-run-{run_date}")
     summary = _guarded(lambda: run_one(spark, cfg, run_date))
@@ -154,7 +154,7 @@ def backfill(ctx: click.Context, start: str, end: str) -> None:
     if start > end:
         raise click.BadParameter(f"--start {start} is after --end {end}.", param_hint="--start/--end")
     cfg = _config(ctx)
-    from tagger.pipeline import run_date as run_one
+    from tagger.job.pipeline import run_date as run_one
 
     spark = _session(cfg, f"tagger-backfill-{start}-{end}")
     dates = date_range(start, end)
@@ -192,7 +192,7 @@ User-data mode (--data, --dev, --out, --arch): train one head on your own labell
 (JSON lines {"text": ..., "labels": [...]} or PaddleNLP text<TAB>label1,label2), with no Spark
 and no config. Thresholds and early stopping use --dev; the per-label precision/recall/F1 on
 --dev is printed at the end. The artifact (tagger_head.json, model.safetensors, vocabulary) is
-written to --out, replacing a head already there; load it with models.artifact.load_head or
+written to --out, replacing a head already there; load it with tagger.models.spec.load_head or
 point a head's path in the job config at it. Cost on 2 CPU cores: textcnn ~1-1.5 min per epoch
 per 60k texts; bert (small) ~1 min per epoch per 10k texts at 128 tokens; a GPU is used when
 present. On a terminal each epoch shows a progress bar with an ETA. Make --data/--dev from one
@@ -247,7 +247,7 @@ the demo."""
                    "bert-base (768 wide, 12 layers) is many times slower: use a GPU.")
 @click.pass_context
 def train(ctx: click.Context, start: str, end: str, heads: tuple[str, ...], **_user_data) -> None:
-    from tagger.workbench import is_data_mode, run_train
+    from tagger.training.from_files import is_data_mode, run_train
 
     if is_data_mode(ctx):
         run_train(ctx)
@@ -255,7 +255,7 @@ def train(ctx: click.Context, start: str, end: str, heads: tuple[str, ...], **_u
     if start > end:
         raise click.BadParameter(f"--start {start} is after --end {end}.", param_hint="--start/--end")
     cfg = _config(ctx)
-    from tagger.trainer import train_all
+    from tagger.training.from_warehouse import train_all
 
     spark = _session(cfg, "tagger-train")
     _guarded(lambda: train_all(spark, cfg, date_range(start, end), list(heads) or None, log=click.echo))
@@ -272,9 +272,9 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
     from pathlib import Path
 
     from tagger.demo.seed import seed as seed_demo
-    from tagger.extract import partitions
-    from tagger.pipeline import run_date as run_one
-    from tagger.trainer import train_all
+    from tagger.job.extract import partitions
+    from tagger.job.pipeline import run_date as run_one
+    from tagger.training.from_warehouse import train_all
 
     spark = _session(cfg, "tagger-demo")
     started = time.perf_counter()
@@ -324,11 +324,11 @@ def _print_query(spark, query: str, fmt: str, limit: int) -> None:
 
 def _register_extensions() -> None:
     """Commands that live in their own modules."""
-    from tagger.ablation import ablation_command
-    from tagger.bench import bench_command
-    from tagger.model_commands import COMMANDS as MODEL_COMMANDS
-    from tagger.preflight import preflight_command
-    from tagger.workbench import split_command
+    from tagger.measure.ablation import ablation_command
+    from tagger.measure.bench import bench_command
+    from tagger.cli.model_commands import COMMANDS as MODEL_COMMANDS
+    from tagger.ops.preflight import preflight_command
+    from tagger.training.from_files import split_command
 
     main.add_command(bench_command)
     main.add_command(ablation_command)

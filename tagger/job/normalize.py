@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 
 from tagger.config import TextConf
-from tagger.speech import parse_speech
+from tagger.job.payloads import parse_speech
 
 QUARANTINE_COLUMNS = ["itemid", "source", "scope", "reason", "raw_excerpt"]
 ITEM_COLUMNS = ["itemid", "dtype", "doc_text", "has_asr", "has_ocr"]
@@ -46,7 +46,7 @@ def clean_text(col: Column) -> Column:
 
 
 def speech_parser(fields: Sequence[str]):
-    """Arrow-batched UDF: raw JSON -> struct(text, error) (see tagger.speech)."""
+    """Arrow-batched UDF: raw JSON -> struct(text, error) (see tagger.job.payloads)."""
     fields = tuple(fields)
 
     @pandas_udf("text string, error string")

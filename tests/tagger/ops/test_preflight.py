@@ -16,7 +16,7 @@ import yaml
 
 from conftest import REPO, write_config
 from tagger.config import ConfigError
-from tagger.preflight import DEFAULT_ORCHESTRATION, load_orchestration
+from tagger.ops.preflight import DEFAULT_ORCHESTRATION, load_orchestration
 
 BIN = Path(sys.executable).parent
 POOL = "ycrc_rc_eng.dws_all_reco_pool_a"
@@ -48,7 +48,7 @@ def _preflight_cmd(job_config: Path) -> list[str]:
 
     if "preflight" in main.commands:
         return [str(BIN / "tagger"), "--config", str(job_config), "preflight"]
-    return [sys.executable, "-m", "tagger.preflight", "--config", str(job_config)]
+    return [sys.executable, "-m", "tagger.ops.preflight", "--config", str(job_config)]
 
 
 def _preflight(job_config: Path, orchestration: Path, *args: str, env: dict | None = None):

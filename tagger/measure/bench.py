@@ -3,7 +3,7 @@ Spark alternatives, on the same generated texts and the same model weights.
 
 Variants (every one does the model work on the same texts, loaded from the same artifacts):
 
-* ``raw``: `udfs.tagging.Tagger.tag` in the driver process, no Spark, on consecutive chunks of
+* ``raw``: `tagger.udfs.tagging.Tagger.tag` in the driver process, no Spark, on consecutive chunks of
   `spark.sql.execution.arrow.maxRecordsPerBatch` rows: rules + gate + multi-label heads on
   gated rows + tag ids, exactly the per-batch work of the job, with as many torch threads as the
   job's concurrent tasks use in all. This is the ceiling: the job's own code without Spark.
@@ -11,7 +11,7 @@ Variants (every one does the model work on the same texts, loaded from the same 
 * ``raw_models_only`` (extra): the heads' `predict_proba` on the whole list at once with the same
   cascade, no rules and no tag building, models already loaded: what the models alone cost.
 * ``job``: ``repartition(partitions, itemid).mapInPandas(tag_partitions(spec), OUTPUT_SCHEMA)``
-  as in `tagger.pipeline.run_date`, from a cached input DataFrame to a persisted, counted result
+  as in `tagger.job.pipeline.run_date`, from a cached input DataFrame to a persisted, counted result
   (the pipeline's own sink). Model loading in each Python worker is included; a small untimed
   warm-up job runs first so that JVM start-up and code generation are not counted.
 * ``spark_overhead`` (extra): the same stage with a function that returns empty tags without
@@ -59,7 +59,7 @@ MACHINE_GC = ("AGC-XIAOYI", "AGC-XIAOSHA")
 # Inputs: generated texts, the tag index, the spec
 # ---------------------------------------------------------------------------------------------
 def _clean(text) -> str:
-    # Same intent as tagger.normalize.clean_text: control/format chars and whitespace runs -> one space.
+    # Same intent as tagger.job.normalize.clean_text: control/format chars and whitespace runs -> one space.
     if not isinstance(text, str):
         return ""
     return re.sub(r"[\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202f\u2060-\u206f\ufeff]+", " ", text).strip()
@@ -88,7 +88,7 @@ def bench_items(n_items: int, budgets: dict[str, int], seed: int = 7):
 
 
 def tag_index_of(tag_dim: pd.DataFrame) -> dict[str, tuple[int, str]]:
-    """Same as tagger.pipeline.load_tag_index over extract_tag_dim.sql, on a pandas tag dimension."""
+    """Same as tagger.job.pipeline.load_tag_index over extract_tag_dim.sql, on a pandas tag dimension."""
     td = tag_dim[(tag_dim["tag_type_name"] == "内容标签") & (tag_dim["status"] == 1)]
     if "dt" in td.columns and len(td):
         td = td[td["dt"] == td["dt"].max()]
@@ -111,8 +111,9 @@ def build_bert_heads(cfg, out_dir: Path, texts: list[str], tag_index, max_length
     """Random-weight BERT-base artifacts for every configured head (labels as configured), the gate
     threshold set so that `gate_share` of a text sample passes (random weights pass all or nothing
     at 0.5, which would make the cascade meaningless for speed)."""
-    from models.artifact import load_head, read_spec, write_spec
-    from models.training import build_random_bert_head
+    from tagger.models.loading import load_head
+    from tagger.models.spec import read_spec, write_spec
+    from tagger.models.training import build_random_bert_head
 
     heads = []
     for head in cfg.heads:
@@ -222,12 +223,12 @@ class ListParam(AccumulatorParam):
 def instrumented_tag_partitions(spec, stats):
     """`tag_partitions(spec)` with per-partition timings sent back in an accumulator: rows, time
     waiting for input batches, time in the Tagger (incl. model load), time waiting on the consumer."""
-    from udfs.tagging import tag_partitions
+    from tagger.udfs.tagging import tag_partitions
 
     run = tag_partitions(spec)
 
     def wrapped(batches):
-        import udfs.tagging as tagging  # the worker's module state, not a pickled copy of it
+        import tagger.udfs.tagging as tagging  # the worker's module state, not a pickled copy of it
 
         t_start = time.perf_counter()
         cached = spec.fingerprint in tagging._WORKER_TAGGERS
@@ -292,7 +293,7 @@ def bench_heads(spec) -> list:
     if heads is None:
         import torch
 
-        from models.artifact import load_head
+        from tagger.models.loading import load_head
 
         if spec.torch_threads:
             torch.set_num_threads(spec.torch_threads)
@@ -317,7 +318,7 @@ def make_predict_fn_factory(spec):
 
 def cascade_scores(heads, texts: list[str], batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The job's model work without rules or tags: per head, (rows it ran on, rounded scores)."""
-    from models.artifact import round_scores
+    from tagger.models.decision import round_scores
 
     n = len(texts)
     passed: dict[str, np.ndarray] = {}
@@ -352,7 +353,7 @@ def row_scores(spec, text) -> list[float | None]:
 def reload_scores(spec, texts: pd.Series, loads) -> pd.Series:
     import torch
 
-    from models.artifact import load_head
+    from tagger.models.loading import load_head
 
     if spec.torch_threads:
         torch.set_num_threads(spec.torch_threads)
@@ -379,14 +380,14 @@ class Measure:
 
 def _tag_in_chunks(tagger, items: pd.DataFrame, chunk: int) -> pd.DataFrame:
     """Tagger.tag over `chunk`-row slices, as the job's Arrow batches would hand them over."""
-    from udfs.tagging import INPUT_COLUMNS
+    from tagger.udfs.tagging import INPUT_COLUMNS
 
     parts = [tagger.tag(items.iloc[s:s + chunk][INPUT_COLUMNS]) for s in range(0, len(items), chunk)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def run_raw(spec, items: pd.DataFrame, chunk: int):
-    from udfs.tagging import Tagger
+    from tagger.udfs.tagging import Tagger
 
     import torch
 
@@ -427,7 +428,7 @@ def run_int8(spec, items: pd.DataFrame, chunk: int):
     """The raw variant with int8 dynamic quantization of the Linear layers (model load and
     quantization untimed: they happen once per worker). Returns the seconds, the tags and the
     quantized Tagger."""
-    from udfs.tagging import Tagger
+    from tagger.udfs.tagging import Tagger
 
     import torch
 
@@ -561,7 +562,7 @@ def _session(cfg):
     active = SparkSession.getActiveSession()
     if active is not None:
         return active, False
-    from tagger.spark_session import build_session
+    from tagger.ops.spark_session import build_session
 
     return build_session(cfg, "tagger-bench"), True
 
@@ -575,8 +576,8 @@ def run_bench(cfg, n_items: int, model: str, models_dir: str | None, floor_items
     from pyspark.sql.types import ArrayType, DoubleType, FloatType, StructField, StructType
 
     from tagger.config import tagger_home
-    from tagger.pipeline import build_spec
-    from udfs.tagging import INPUT_COLUMNS, OUTPUT_SCHEMA
+    from tagger.job.pipeline import build_spec
+    from tagger.udfs.tagging import INPUT_COLUMNS, OUTPUT_SCHEMA
 
     bench_started = time.perf_counter()
     load_at_start = [round(x, 2) for x in os.getloadavg()]  # other processes on the machine skew every number
@@ -606,7 +607,7 @@ def run_bench(cfg, n_items: int, model: str, models_dir: str | None, floor_items
     try:
         sc = spark.sparkContext
         task_cpus = int(spark.conf.get("spark.task.cpus", "1"))
-        threads = cfg.tagging.torch_threads or task_cpus  # as tagger.pipeline.run_date
+        threads = cfg.tagging.torch_threads or task_cpus  # as tagger.job.pipeline.run_date
         partitions = cfg.tagging.partitions or sc.defaultParallelism
         slots = max(1, sc.defaultParallelism // task_cpus)
         concurrent = min(partitions, slots)
@@ -856,7 +857,7 @@ def format_text(r: dict) -> str:
 @click.pass_context
 def bench_command(ctx, n_items, model, fmt, out_path, skip_floors, extras, floor_items, models_dir, config_path, seed,
                   max_length, gate_share):
-    from models.artifact import ArtifactError
+    from tagger.models.spec import ArtifactError
     from tagger.config import ConfigError, load_config
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

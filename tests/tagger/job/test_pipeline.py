@@ -9,8 +9,8 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from tagger.config import ConfigError, load_config
-from tagger.extract import MissingInputError
-from tagger.pipeline import run_date
+from tagger.job.extract import MissingInputError
+from tagger.job.pipeline import run_date
 from conftest import REPO, RUN_DATE, write_config
 
 POOL_SCHEMA = ("itemid string, title string, summary string, relate_app_tag_id string, dtype string, "

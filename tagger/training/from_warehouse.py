@@ -17,8 +17,8 @@ import pandas as pd
 from pyspark.sql import SparkSession
 
 from tagger.config import Config, ConfigError, HeadConf, TrainConf, tagger_home
-from tagger.extract import extract
-from tagger.normalize import normalize
+from tagger.job.extract import extract
+from tagger.job.normalize import normalize
 from tagger.sql_files import run_sql
 
 SPLITS = {"train": 0.8, "dev": 0.1, "test": 0.1}
@@ -91,7 +91,7 @@ def swap_in(staging: Path, target: Path) -> None:
 def export_head_splits(split: dict[str, pd.DataFrame], data: dict[str, tuple[list, list]], out: Path) -> dict[str, Path]:
     """Write one head's examples (its labels, not tag paths) to out/{train,dev,test}.jsonl: the
     files `tagger evaluate` and `tagger calibrate` take."""
-    from models.data import write_jsonl
+    from tagger.models.data import write_jsonl
 
     out.mkdir(parents=True, exist_ok=True)
     files = {}
@@ -105,8 +105,8 @@ def train_artifact(head: HeadConf, labels: list[str], data: dict[str, tuple[list
                    log=print) -> None:
     """Train one configured head into `out_dir`; an ensemble trains each member below it
     (members/<i>-<arch>) and writes the ensemble's sidecar over them."""
-    from models.ensemble import write_ensemble
-    from models.training import train_head
+    from tagger.models.ensemble import write_ensemble
+    from tagger.models.training import train_head
 
     def train(conf: TrainConf, name: str, directory: Path, options: dict) -> None:
         train_head(arch=conf.arch, head=name, labels=labels, train_texts=data["train"][0],
@@ -129,10 +129,10 @@ def train_artifact(head: HeadConf, labels: list[str], data: dict[str, tuple[list
 def train_all(spark: SparkSession, cfg: Config, dates: list[str], heads: list[str] | None = None,
               log=print) -> dict[str, dict]:
     """Train the configured heads (or those named) on `dates`; report on the held-out test split."""
-    from models.artifact import read_spec
-    from models.calibrate import calibrate_artifact, format_calibration
-    from models.evaluate import evaluate_artifact
-    from models.metrics import format_report, label_distribution
+    from tagger.models.spec import read_spec
+    from tagger.models.calibrate import calibrate_artifact, format_calibration
+    from tagger.models.evaluate import evaluate_artifact
+    from tagger.models.metrics import format_report, label_distribution
 
     trainable = [h.name for h in cfg.heads if h.train is not None]
     unknown = sorted(set(heads or []) - set(trainable))

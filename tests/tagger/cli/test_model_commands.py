@@ -12,9 +12,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from models.artifact import load_head, read_spec
-from models.tokenization import build_wordpiece_tokenizer
-from models.training import train_head
+from tagger.models.loading import load_head
+from tagger.models.spec import read_spec
+from tagger.models.tokenization import build_wordpiece_tokenizer
+from tagger.models.training import train_head
 from tagger.cli import main
 
 LABELS = ["预售", "谍照", "新车上市"]
@@ -93,7 +94,7 @@ def test_evaluate_with_a_labels_file_reports_names_the_head_lacks(workdir, tmp_p
             "--out", tmp_path / "ev")
     assert r.exit_code == 0, r.output
     assert "Note: the label file has 1 label(s) this head does not have (ignored): 官图" in r.stderr
-    # a data label outside the label file is refused (models.data), not dropped silently
+    # a data label outside the label file is refused (tagger.models.data), not dropped silently
     labels_file.write_text("预售\n谍照\n", encoding="utf-8")
     r = run("evaluate", "--model", workdir / "p0", "--data", workdir / "test.jsonl", "--labels-file", labels_file)
     assert r.exit_code == 2 and r.stderr.startswith("Error: ") and "新车上市" in r.stderr
@@ -217,7 +218,7 @@ def test_ensemble_command_writes_a_head_that_evaluate_and_calibrate_take(workdir
                  tmp_path / "ens" / "members" / "b", "--combine", "intersection", "--out", tmp_path / "ens")
     assert result.exit_code == 0, result.output
     assert "members/a, members/b" in result.output
-    from models.artifact import load_head
+    from tagger.models.loading import load_head
 
     head = load_head(tmp_path / "ens")
     assert head.spec.arch == "ensemble" and head.spec.labels == load_head(model).spec.labels

@@ -13,9 +13,9 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from models.data import (DataError, check_labels, iterative_split, read_examples, read_label_file, resolve_labels,
+from tagger.models.data import (DataError, check_labels, iterative_split, read_examples, read_label_file, resolve_labels,
                          write_jsonl)
-from models.metrics import binarize, format_report, label_distribution
+from tagger.models.metrics import binarize, format_report, label_distribution
 
 EXIT_USAGE = 2
 SPLIT_NAMES = ("train", "dev", "test")
@@ -73,7 +73,7 @@ def is_data_mode(ctx: click.Context) -> bool:
 
 def train_from_files(*, arch: str, data: str, dev: str, out: str, labels_file: str | None = None,
                      head: str | None = None, fmt: str = "auto", log=click.echo, **options):
-    """Read the files, fix the labels, train with models.training.train_head, print the dev report.
+    """Read the files, fix the labels, train with tagger.models.training.train_head, print the dev report.
     Returns the TrainResult. DataError / FileExistsError for unusable input."""
     label_file_labels = read_label_file(labels_file) if labels_file else None
     train = read_examples(data, fmt)
@@ -86,7 +86,7 @@ def train_from_files(*, arch: str, data: str, dev: str, out: str, labels_file: s
     log("-- train label distribution\n" + label_distribution(train.labels, labels))
     log("-- dev label distribution\n" + label_distribution(devset.labels, labels))
 
-    from models.training import train_head  # torch loads here, after the inputs are known to be good
+    from tagger.models.training import train_head  # torch loads here, after the inputs are known to be good
 
     source = {"train": str(Path(data).resolve()), "dev": str(Path(dev).resolve()), "format": train.format,
               "labels_file": str(Path(labels_file).resolve()) if labels_file else None}
@@ -97,7 +97,7 @@ def train_from_files(*, arch: str, data: str, dev: str, out: str, labels_file: s
     log(format_report(result.dev_report))
     log("thresholds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.dev_report["thresholds"].items()))
     log(f"artifact: {result.path} (head {head}, version {result.spec.version}). Load it with "
-        f"models.artifact.load_head('{result.path}'), or point a head's path in the job config at it.")
+        f"tagger.models.spec.load_head('{result.path}'), or point a head's path in the job config at it.")
     return result
 
 

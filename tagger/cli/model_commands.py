@@ -4,10 +4,10 @@ labelled files.
 No Spark and no config: a head directory (ours, an ensemble, or a Hugging Face
 sequence-classification checkpoint) and a labelled file (JSON lines {"text", "labels"} or
 PaddleNLP `text<TAB>a,b`, see models/data.py). Decisions are the job's own
-(models.artifact.decide), so what these commands measure is what the daily job emits.
+(tagger.models.spec.decide), so what these commands measure is what the daily job emits.
 
 Exit codes: 0 done; 2 bad input (a missing or unreadable data file, bad options); 3 the model
-artifact cannot be used (models.artifact.ArtifactError); 1 anything else.
+artifact cannot be used (tagger.models.spec.ArtifactError); 1 anything else.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from models.data import DataError, read_examples, read_label_file
+from tagger.models.data import DataError, read_examples, read_label_file
 
 EXIT_BAD_INPUT, EXIT_ARTIFACT = 2, 3
 DATA_FORMATS = ("auto", "jsonl", "paddle")
@@ -29,7 +29,7 @@ def _fail(message, code: int = EXIT_BAD_INPUT):
 
 
 def _read(path: str, fmt: str = "auto", labels_file: str | None = None):
-    """models.data.read_examples, input problems as 'Error: ...' and exit 2. With a label file,
+    """tagger.models.data.read_examples, input problems as 'Error: ...' and exit 2. With a label file,
     every label of the data must be in it (read_examples refuses others)."""
     try:
         labels = read_label_file(labels_file) if labels_file else None
@@ -40,7 +40,8 @@ def _read(path: str, fmt: str = "auto", labels_file: str | None = None):
 
 def _load(model: str, device: str | None):
     """(sidecar spec, loaded head); an unusable artifact is 'Error: ...' and exit 3. torch loads here."""
-    from models.artifact import ArtifactError, load_head, read_spec
+    from tagger.models.spec import ArtifactError, read_spec
+    from tagger.models.loading import load_head
 
     try:
         return read_spec(model), load_head(model, device=device)
@@ -120,12 +121,12 @@ def evaluate_command(model, data, out_format, out_dir, labels_file, data_format,
     Example:
       tagger evaluate --model .tagger/models/p0 --data .tagger/data/test.jsonl
     """
-    from models.metrics import format_report
+    from tagger.models.metrics import format_report
 
     examples, file_labels = _read(data, data_format, labels_file)
     spec, head = _load(model, device)
-    from models.artifact import ArtifactError
-    from models.evaluate import evaluate_artifact
+    from tagger.models.spec import ArtifactError
+    from tagger.models.evaluate import evaluate_artifact
 
     try:
         report = evaluate_artifact(model, examples.texts, examples.labels, out_dir=out_dir, itemids=examples.itemids,
@@ -198,7 +199,7 @@ def calibrate_command(model, dev, precision, confidence, objective, min_positive
       tagger calibrate --model .tagger/models/p0 --dev .tagger/data/p0/dev.jsonl --precision 0.8
     """
     examples, file_labels = _read(dev, data_format, labels_file)
-    from models.artifact import ArtifactError, HeadSpec, read_spec
+    from tagger.models.spec import ArtifactError, HeadSpec, read_spec
 
     try:
         before = read_spec(model)
@@ -212,7 +213,7 @@ def calibrate_command(model, dev, precision, confidence, objective, min_positive
         except ArtifactError as exc:
             _fail(f"bad decision options: {exc}")
     spec, head = _load(model, device)
-    from models.calibrate import calibrate_artifact, format_calibration
+    from tagger.models.calibrate import calibrate_artifact, format_calibration
 
     try:
         result = calibrate_artifact(model, examples.texts, examples.labels, precision=precision,
@@ -262,8 +263,8 @@ def ensemble_command(members, combine, out_dir, head):
     """
     if len(members) < 2:
         _fail("give --member at least twice: an ensemble combines two or more heads.")
-    from models.artifact import ArtifactError
-    from models.ensemble import write_ensemble
+    from tagger.models.spec import ArtifactError
+    from tagger.models.ensemble import write_ensemble
 
     try:
         spec = write_ensemble(out_dir, members, combine, head=head)

@@ -1,0 +1,231 @@
+"""Loading a head artifact for inference, and the batched inference fast path (`LoadedHead`).
+
+`load_head(dir)` checks the directory (models/spec.py), builds the model (TextCNN, Hugging Face
+sequence classifier or an ensemble of heads) and returns an object with `predict_proba(texts)`
+-> (n, L) float32 scores and `decide(scores)` -> (n, L) bool (models/decision.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .decision import decide
+from .spec import SIDECAR, VOCAB, WEIGHTS, ArtifactError, HeadSpec, _position_cap, check_weights, read_spec
+from .tokenization import CharVocab, encode_with_tokenizer, normalize_texts
+
+
+def _default_device(device) -> torch.device:
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+class LoadedHead:
+    """A head ready for batched inference. Build with `load_head` (or get the in-memory one
+    from `tagger.models.training.train_head(...).head`)."""
+
+    def __init__(self, spec: HeadSpec, model: torch.nn.Module, device: torch.device, *,
+                 vocab: CharVocab | None = None, tokenizer=None, output: str = "sigmoid",
+                 path: str | None = None):
+        if spec.arch == "textcnn" and vocab is None:
+            raise ValueError("textcnn head needs a CharVocab")
+        if spec.arch == "bert" and tokenizer is None:
+            raise ValueError("bert head needs a tokenizer")
+        self.spec = spec
+        self.model = model
+        self.device = torch.device(device)
+        self.vocab = vocab
+        self.tokenizer = tokenizer
+        self.output = output
+        self.path = path
+        self.max_length = int(spec.max_length)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.spec.labels)
+
+    # -- encoding ---------------------------------------------------------------------------
+    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Tokenize the whole list at once: (ids (n, W) padded, lengths (n,))."""
+        if self.spec.arch == "textcnn":
+            return self.vocab.encode(texts, self.max_length, min_width=self.model.min_width)
+        return encode_with_tokenizer(self.tokenizer, texts, self.max_length)
+
+    def _logits(self, ids: torch.Tensor, lengths: torch.Tensor, tables) -> torch.Tensor:
+        if self.spec.arch == "textcnn":
+            return self.model(ids, lengths, tables)
+        mask = (torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]).long()
+        return self.model(input_ids=ids, attention_mask=mask).logits
+
+    def _to_proba(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self.output == "softmax1":
+            return torch.softmax(logits, dim=-1)[:, 1:2]
+        if self.output == "softmax":
+            return torch.softmax(logits, dim=-1)
+        return torch.sigmoid(logits)
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.spec.arch == "bert":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+    # -- inference --------------------------------------------------------------------------
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """(len(texts), len(labels)) float32 probabilities, rows in input order.
+
+        Whole-list tokenization, length-sorted mini-batches padded to their own longest row
+        (capped at max_length), inference_mode, bf16 autocast on CUDA (BERT). None/NaN texts
+        score as empty strings."""
+        texts = normalize_texts(texts)
+        n, L = len(texts), len(self.spec.labels)
+        out = np.zeros((n, L), dtype=np.float32)
+        if n == 0:
+            return out
+        batch_size = max(1, int(batch_size))
+        ids, lengths = self.encode(texts)
+        order = np.argsort(-lengths, kind="stable")  # longest first: memory peak shows up at once
+        min_width = self.model.min_width if self.spec.arch == "textcnn" else 1
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode(), self._autocast():
+                tables = None
+                if self.spec.arch == "textcnn" and int(lengths.sum()) >= 2 * len(self.vocab):
+                    # whole-vocab gather tables pay off once the call has more tokens than the
+                    # vocab; small calls build per-batch tables from the ids they contain
+                    tables = self.model.precompute_tables()
+                for start in range(0, n, batch_size):
+                    idx = order[start:start + batch_size]
+                    width = max(int(lengths[idx[0]]), min_width)
+                    x = torch.from_numpy(np.ascontiguousarray(ids[idx, :width])).to(self.device, torch.long)
+                    lens = torch.from_numpy(lengths[idx]).to(self.device)
+                    proba = self._to_proba(self._logits(x, lens, tables))
+                    out[idx] = proba.cpu().numpy()
+        finally:
+            if was_training:
+                self.model.train()
+        np.clip(out, 0.0, 1.0, out=out)
+        return out
+
+    def decide(self, proba) -> np.ndarray:
+        """Boolean (n, L) decisions from this head's scores: `decide(proba, self.spec)` (rounded
+        scores vs thresholds, enabled labels only, then the sidecar's decision block)."""
+        return decide(proba, self.spec)
+
+    def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Boolean (n, L) decisions for texts: `self.decide(self.predict_proba(texts))`."""
+        return self.decide(self.predict_proba(texts, batch_size=batch_size))
+
+    def __repr__(self) -> str:
+        return (f"LoadedHead(head={self.spec.head!r}, arch={self.spec.arch!r}, labels={len(self.spec.labels)}, "
+                f"version={self.spec.version!r}, device={self.device})")
+
+
+def load_head(path: str | os.PathLike, device: str | None = None) -> LoadedHead:
+    """Load a head directory for inference (device None: cuda if available, else cpu)."""
+    d = Path(path)
+    if not d.is_dir():
+        raise ArtifactError(d, None, "directory does not exist",
+                            "point at a head directory written by tagger.models.training.train_head")
+    spec = read_spec(d)
+    if spec.arch == "ensemble":  # no weights of its own: its members are heads
+        from .ensemble import EnsembleHead
+        from .spec import member_dirs, validate_ensemble
+
+        validate_ensemble(d, spec)
+        return EnsembleHead(spec, [load_head(m, device=device) for m in member_dirs(d, spec)], path=str(d))
+    shapes = check_weights(d)
+    dev = _default_device(device)
+    if spec.arch == "textcnn":
+        return _load_textcnn(d, spec, shapes, dev)
+    return _load_bert(d, spec, shapes, dev)
+
+
+def _load_textcnn(d: Path, spec: HeadSpec, shapes: dict, device: torch.device) -> LoadedHead:
+    from safetensors.torch import load_file
+
+    from .textcnn import DEFAULT_HPARAMS, build_textcnn
+
+    hp = {**DEFAULT_HPARAMS, **(spec.extra.get("textcnn") or {})}
+    if not (d / VOCAB).is_file():
+        raise ArtifactError(d, VOCAB, "char vocabulary is missing",
+                            "copy the complete artifact directory (training writes vocab.txt next to the weights)")
+    try:
+        vocab = CharVocab.load(d / VOCAB, lowercase=bool(hp.get("lowercase", True)))
+    except (OSError, ValueError) as e:
+        raise ArtifactError(d, VOCAB, f"invalid char vocabulary ({e})", "re-copy or retrain the head") from None
+    L = len(spec.labels)
+    fc = shapes.get("fc.weight")
+    emb = shapes.get("embedding.weight")
+    if fc is None or emb is None:
+        raise ArtifactError(d, WEIGHTS, f"not TextCNN weights (tensors: {sorted(shapes)[:6]}...)",
+                            "check the sidecar 'arch' matches the weights, or retrain the head", key="fc.weight")
+    if fc[0] != L:
+        raise ArtifactError(d, SIDECAR, f"lists {L} labels but {WEIGHTS} fc.weight has {fc[0]} outputs",
+                            "use the sidecar that was written with these weights (labels must match the "
+                            "model's outputs, in order) or retrain", key="labels")
+    if emb[0] != len(vocab):
+        raise ArtifactError(d, VOCAB, f"has {len(vocab)} entries but {WEIGHTS} embedding.weight has {emb[0]} rows",
+                            "use the vocab.txt that was written with these weights", key="embedding.weight")
+    model = build_textcnn(len(vocab), L, hp)
+    try:
+        state = load_file(str(d / WEIGHTS))
+        model.load_state_dict(state, strict=True)
+    except Exception as e:  # noqa: BLE001
+        raise ArtifactError(d, WEIGHTS, f"weights do not fit the TextCNN hyperparameters in {SIDECAR} ({e})",
+                            "use the sidecar written with these weights (key 'textcnn') or retrain",
+                            key="textcnn") from None
+    model.to(device).eval()
+    return LoadedHead(spec, model, device, vocab=vocab, path=str(d))
+
+
+def _load_bert(d: Path, spec: HeadSpec, shapes: dict, device: torch.device) -> LoadedHead:
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from .bert_head import n_outputs, output_mode
+
+    if not (d / "config.json").is_file():
+        raise ArtifactError(d, "config.json", "missing (a bert head is a Hugging Face save_pretrained directory)",
+                            "save the model with model.save_pretrained(dir, safe_serialization=True)")
+    try:
+        config = AutoConfig.from_pretrained(str(d), local_files_only=True)
+        mode = output_mode(config)
+    except Exception as e:  # noqa: BLE001
+        raise ArtifactError(d, "config.json", f"not a usable sequence-classification config ({e})",
+                            "export the fine-tuned model with save_pretrained") from None
+    L = len(spec.labels)
+    if n_outputs(config) != L:
+        raise ArtifactError(d, SIDECAR, f"lists {L} labels but config.json/{WEIGHTS} has {config.num_labels} "
+                            f"outputs ({mode})", "use the sidecar written with these weights (labels must "
+                            "match the model's outputs, in order) or retrain", key="labels")
+    cls_keys = [k for k in shapes if k.endswith("classifier.weight") or k.endswith("classifier.out_proj.weight")]
+    if cls_keys and shapes[cls_keys[0]][0] != int(config.num_labels):
+        raise ArtifactError(d, WEIGHTS, f"{cls_keys[0]} has {shapes[cls_keys[0]][0]} outputs but config.json "
+                            f"says num_labels={config.num_labels}", "re-export config and weights together "
+                            "with save_pretrained", key=cls_keys[0])
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per worker is noise in the job's log
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(str(d), use_safetensors=True,
+                                                                   local_files_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ArtifactError(d, WEIGHTS, f"could not load the weights ({type(e).__name__}: {e})",
+                            "re-export with model.save_pretrained(dir, safe_serialization=True)") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(d), local_files_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ArtifactError(d, "tokenizer_config.json", f"could not load the tokenizer ({type(e).__name__}: {e})",
+                            "save the tokenizer next to the model with tokenizer.save_pretrained(dir)") from None
+    max_length = min(int(spec.max_length), _position_cap(config))
+    if max_length != spec.max_length:
+        spec = HeadSpec(**{**spec.__dict__, "max_length": max_length})
+    model.to(device).eval()
+    return LoadedHead(spec, model, device, tokenizer=tokenizer, output=mode, path=str(d))

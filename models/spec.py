@@ -1,0 +1,389 @@
+"""The head artifact format: a directory with `tagger_head.json` (the sidecar), `model.safetensors`
+and the tokenizer files. This module reads, validates and writes sidecars and checks weights
+without loading them (no torch), so the driver can check every head at job start.
+
+Layout
+------
+textcnn:  tagger_head.json, model.safetensors (safetensors.torch.save_file), vocab.txt (chars)
+bert:     tagger_head.json + a plain Hugging Face `save_pretrained` directory (config.json,
+          model.safetensors, tokenizer.json/tokenizer_config.json/vocab.txt)
+ensemble: tagger_head.json only, with `combine` and `members` (see models/ensemble.py)
+A foreign HF sequence-classification directory without a sidecar loads as-is (labels from
+config.id2label, thresholds 0.5, max_length from the tokenizer, capped at 512).
+
+Weights are only read from `model.safetensors`; pickle-based files (pytorch_model.bin, *.pt,
+*.pkl, ...) are refused.
+
+`HeadSpec.decision_digest()` is a short sha256 of labels, thresholds, enabled and the decision
+block; the job puts it in the model version (`artifact_version`), so the run id, the
+`model_version` column and the worker cache key change when (and only when) these change.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .decision import normalize_decision, validate_decision
+
+FORMAT_VERSION = 1
+SIDECAR = "tagger_head.json"
+WEIGHTS = "model.safetensors"
+VOCAB = "vocab.txt"
+ARCHS = ("textcnn", "bert", "ensemble")  # ensemble: see models/ensemble.py
+COMBINE = ("intersection", "union", "mean")  # how an ensemble combines its members' scores
+MAX_HF_LENGTH = 512
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+_CORE_KEYS = ("format_version", "head", "arch", "labels", "thresholds", "enabled", "max_length", "version")
+_SAFE_FIX = ("re-save the model with model.save_pretrained(dir, safe_serialization=True) "
+             "(or safetensors.torch.save_file(state_dict, 'model.safetensors'))")
+
+
+class ArtifactError(ValueError):
+    """A head artifact directory is missing, incomplete, inconsistent or unsafe to load.
+
+    The message names the directory, the file, the key (when one is at fault) and the fix;
+    the same pieces are available as attributes."""
+
+    def __init__(self, directory, file: str | None, problem: str, fix: str, key: str | None = None):
+        self.directory = str(directory)
+        self.file = file
+        self.key = key
+        self.fix = fix
+        where = self.directory if not file else os.path.join(self.directory, file)
+        what = f" key '{key}'" if key else ""
+        super().__init__(f"head artifact {where}{what}: {problem}. Fix: {fix}")
+
+
+@dataclass
+class HeadSpec:
+    """What tagger_head.json holds. `extra` carries every other sidecar key (trained_on,
+    metrics, textcnn hyperparameters, ...)."""
+
+    head: str
+    arch: str
+    labels: list[str]
+    thresholds: list[float]
+    enabled: list[bool]
+    max_length: int
+    version: str
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = {
+            "format_version": FORMAT_VERSION,
+            "head": self.head,
+            "arch": self.arch,
+            "labels": list(self.labels),
+            "thresholds": [float(t) for t in self.thresholds],
+            "enabled": [bool(e) for e in self.enabled],
+            "max_length": int(self.max_length),
+            "version": self.version,
+        }
+        for k, v in (self.extra or {}).items():
+            if k not in _CORE_KEYS:
+                d[k] = v
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, directory="<memory>", file: str = SIDECAR) -> "HeadSpec":
+        if not isinstance(d, dict):
+            raise ArtifactError(directory, file, "top level is not a JSON object",
+                                "rewrite the sidecar with models.artifact.write_spec")
+        fv = d.get("format_version", FORMAT_VERSION)
+        if fv != FORMAT_VERSION:
+            raise ArtifactError(directory, file, f"unsupported format_version {fv!r} (this code reads "
+                                f"{FORMAT_VERSION})", "upgrade the tagger package or re-export the head",
+                                key="format_version")
+        for key in ("head", "arch", "labels", "thresholds", "max_length"):
+            if key not in d:
+                raise ArtifactError(directory, file, "required key is missing",
+                                    f"add '{key}' (see models.artifact.HeadSpec) or retrain the head", key=key)
+        labels = d["labels"]
+        spec = cls(
+            head=d["head"],
+            arch=d["arch"],
+            labels=list(labels) if isinstance(labels, list) else labels,
+            thresholds=d["thresholds"],
+            enabled=d["enabled"] if "enabled" in d else (
+                [True] * len(labels) if isinstance(labels, list) else None),
+            max_length=d["max_length"],
+            version=d.get("version", "unknown"),
+            extra={k: v for k, v in d.items() if k not in _CORE_KEYS},
+        )
+        spec.validate(directory, file)
+        return spec
+
+    def validate(self, directory="<memory>", file: str = SIDECAR) -> None:
+        def bad(key, problem, fix):
+            raise ArtifactError(directory, file, problem, fix, key=key)
+
+        if not isinstance(self.head, str) or not self.head:
+            bad("head", f"must be a non-empty string, got {self.head!r}", "set the head name")
+        if self.arch not in ARCHS:
+            bad("arch", f"must be one of {list(ARCHS)}, got {self.arch!r}", "set the architecture the weights were trained with")
+        if (not isinstance(self.labels, list) or not self.labels
+                or not all(isinstance(x, str) and x for x in self.labels)):
+            bad("labels", "must be a non-empty list of non-empty strings", "list the label names in output order")
+        if len(set(self.labels)) != len(self.labels):
+            bad("labels", "has duplicate names", "list each label once, in output order")
+        L = len(self.labels)
+        if not isinstance(self.thresholds, list) or len(self.thresholds) != L:
+            bad("thresholds", f"must be a list of {L} numbers (one per label)",
+                "write one threshold in [0, 1] per label")
+        for i, t in enumerate(self.thresholds):
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0.0 <= t <= 1.0:
+                bad("thresholds", f"thresholds[{i}] ({self.labels[i]}) = {t!r} is outside [0, 1]",
+                    "use a probability threshold in [0, 1] for every label")
+        if not isinstance(self.enabled, list) or len(self.enabled) != L or not all(isinstance(e, bool) for e in self.enabled):
+            bad("enabled", f"must be a list of {L} booleans (one per label)", "write true/false per label")
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
+            bad("max_length", f"must be a positive integer, got {self.max_length!r}", "set the tokenizer truncation length")
+        if not isinstance(self.version, str):
+            bad("version", f"must be a string, got {self.version!r}", "set a version string")
+        if not isinstance(self.extra, dict):
+            bad("extra", "must be a dict", "pass a dict")
+        validate_decision(self.extra.get("decision"), L, bad)
+        reasons = self.extra.get("disabled_reasons")
+        if reasons is not None and (not isinstance(reasons, dict)
+                                    or not all(isinstance(k, str) and isinstance(v, str) for k, v in reasons.items())):
+            bad("disabled_reasons", "must be an object of label -> reason text",
+                "write {\"label\": \"why it is switched off\"} or drop the key (tagger calibrate writes it)")
+
+    @property
+    def decision(self) -> dict:
+        """The decision block with its defaults filled in: {top_k, min_labels, max_labels}."""
+        return normalize_decision(self.extra.get("decision"))
+
+    def decision_digest(self) -> str:
+        """Short sha256 (10 hex) of what decides the emitted labels besides the weights: labels,
+        thresholds, enabled flags and the decision block (defaults filled in, so an explicit
+        default block digests like no block)."""
+        payload = json.dumps([list(self.labels), [float(t) for t in self.thresholds],
+                              [bool(e) for e in self.enabled], self.decision],
+                             sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:10]
+
+
+
+
+def artifact_version(path: str | os.PathLike, spec: HeadSpec | None = None) -> str:
+    """"<version>@<digest>": what the job records as a head's model version. The digest covers the
+    thresholds, switches and decision block, and for an ensemble its members' as well, so a
+    recalibrated head (or member) is a new model version."""
+    spec = spec or read_spec(path)
+    digest = spec.decision_digest()
+    if spec.arch == "ensemble":
+        directory = _dir_and_sidecar(path)[0]
+        validate_ensemble(directory, spec)  # at job start, not later on a Spark worker
+        parts = [digest, str(spec.extra.get("combine"))] + [
+            f"{m}={artifact_version(m)}" for m in member_dirs(directory, spec)]
+        digest = hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()[:10]
+    return f"{spec.version}@{digest}"
+
+
+def _dir_and_sidecar(path) -> tuple[Path, Path]:
+    p = Path(path)
+    if p.name == SIDECAR and not p.is_dir():
+        return p.parent, p
+    return p, p / SIDECAR
+
+
+def write_spec(path: str | os.PathLike, spec: HeadSpec) -> None:
+    """Validate and write `spec` to <path>/tagger_head.json (or to `path` if it names the file),
+    atomically (temp file + rename)."""
+    directory, file = _dir_and_sidecar(path)
+    spec.validate(directory, SIDECAR)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f".{file.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(spec.to_dict(), f, ensure_ascii=False, indent=2)
+        f.write("\n")
+    os.replace(tmp, file)
+
+
+def read_spec(path: str | os.PathLike) -> HeadSpec:
+    """Cheap validation at job start: reads the sidecar only (no weights). A directory without
+    a sidecar is read as a foreign Hugging Face checkpoint from config.json (+ tokenizer_config)."""
+    directory, file = _dir_and_sidecar(path)
+    if not directory.is_dir():
+        raise ArtifactError(directory, None, "directory does not exist",
+                            "point the job at a head directory written by models.training.train_head")
+    if not file.is_file():
+        if (directory / "config.json").is_file():
+            return _foreign_spec(directory)
+        raise ArtifactError(directory, SIDECAR, "no sidecar and no config.json",
+                            "train/export the head with models.training.train_head, or point at a "
+                            "Hugging Face sequence-classification directory")
+    try:
+        with open(file, encoding="utf-8") as f:
+            d = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(directory, SIDECAR, f"unreadable JSON ({e})",
+                            "re-copy the artifact or rewrite the sidecar with models.artifact.write_spec") from None
+    if isinstance(d, dict) and (directory / "config.json").is_file() and "arch" not in d:
+        d = _small_sidecar(directory, d)
+    return HeadSpec.from_dict(d, directory, SIDECAR)
+
+
+SMALL_SIDECAR_KEYS = {"head", "label_map", "labels", "thresholds", "enabled", "decision", "disabled_reasons",
+                      "max_length", "version"}
+
+
+def _small_sidecar(directory: Path, d: dict) -> dict:
+    """A hand-written sidecar next to a Hugging Face checkpoint may hold only what the checkpoint
+    lacks: `label_map` ({config.id2label name: tag label}) or `labels` (tag labels in output
+    order), and `thresholds`; the rest comes from config.json as for a checkpoint without one."""
+    unknown = sorted(set(d) - SMALL_SIDECAR_KEYS)
+    if unknown:
+        raise ArtifactError(directory, SIDECAR, f"unknown keys {unknown} in a sidecar next to a Hugging Face "
+                            f"checkpoint (known: {sorted(SMALL_SIDECAR_KEYS)})",
+                            "fix the spelling (e.g. 'thresholds'), or write a full sidecar with \"arch\"")
+    base = _foreign_spec(directory).to_dict()
+    label_map = d.get("label_map")
+    if label_map is not None:
+        if not isinstance(label_map, dict) or "labels" in d:
+            raise ArtifactError(directory, SIDECAR, "label_map must be an object {id2label name: tag label} "
+                                "and cannot be combined with labels", "keep one of label_map or labels",
+                                key="label_map")
+        unmapped = [name for name in base["labels"] if name not in label_map]
+        if unmapped:
+            raise ArtifactError(directory, SIDECAR, f"label_map has no entry for {unmapped} (config.json "
+                                f"id2label: {base['labels']})", "map every output of the model to a tag label",
+                                key="label_map")
+        d = {**d, "labels": [label_map[name] for name in base["labels"]]}
+    return {**base, **d}
+
+
+def _foreign_spec(directory: Path) -> HeadSpec:
+    from transformers import AutoConfig
+
+    from .bert_head import config_labels, output_mode
+
+    try:
+        config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
+        mode = output_mode(config)
+    except Exception as e:  # noqa: BLE001 - surface as an artifact problem
+        raise ArtifactError(directory, "config.json", f"not a usable sequence-classification config ({e})",
+                            "export the fine-tuned model with save_pretrained") from None
+    labels = config_labels(config)
+    if len(set(labels)) != len(labels):
+        raise ArtifactError(directory, "config.json", f"id2label has duplicate names {labels}",
+                            "give each class a distinct name in config.id2label", key="id2label")
+    max_length = MAX_HF_LENGTH
+    tok_cfg = directory / "tokenizer_config.json"
+    if tok_cfg.is_file():
+        try:
+            mml = json.loads(tok_cfg.read_text(encoding="utf-8")).get("model_max_length")
+            if isinstance(mml, (int, float)) and 0 < mml:
+                max_length = int(min(mml, MAX_HF_LENGTH))
+        except (OSError, ValueError):
+            pass
+    max_length = min(max_length, _position_cap(config))
+    digest = hashlib.sha256((directory / "config.json").read_bytes()).hexdigest()[:8]
+    return HeadSpec(
+        head=directory.name or "hf-head",
+        arch="bert",
+        labels=labels,
+        thresholds=[0.5] * len(labels),
+        enabled=[True] * len(labels),
+        max_length=max_length,
+        version=f"{directory.name}-hf-{digest}",
+        extra={"source": "huggingface", "output_mode": mode,
+               "model_type": getattr(config, "model_type", None)},
+    )
+
+
+def _position_cap(config) -> int:
+    mpe = getattr(config, "max_position_embeddings", None)
+    if not isinstance(mpe, int) or mpe <= 0:
+        return MAX_HF_LENGTH
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        mpe -= (getattr(config, "pad_token_id", 1) or 1) + 1  # positions start after padding_idx
+    return max(1, mpe)
+
+
+def weights_version(head: str, weights_file: str | os.PathLike, when: datetime | None = None) -> str:
+    """"<head>-<UTC timestamp>-<first 8 hex of sha256(model.safetensors)>"."""
+    h = hashlib.sha256()
+    with open(weights_file, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    ts = (when or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{head}-{ts}-{h.hexdigest()[:8]}"
+
+
+def check_weights(directory: str | os.PathLike) -> dict[str, list[int]]:
+    """Refuse pickle / missing / truncated weights; return {tensor name: shape} from the
+    safetensors header (no tensor data is read)."""
+    d = Path(directory)
+    w = d / WEIGHTS
+    if not w.is_file():
+        pickles = sorted(p.name for p in d.iterdir() if p.is_file() and p.suffix.lower() in _PICKLE_SUFFIXES) \
+            if d.is_dir() else []
+        if pickles:
+            raise ArtifactError(d, pickles[0], f"refusing pickle-based weights (found {', '.join(pickles)}, "
+                                f"no {WEIGHTS}); pickle can run code when loaded, only safetensors is accepted",
+                                f"{_SAFE_FIX} so the directory holds {WEIGHTS}, then remove {pickles[0]}")
+        if (d / f"{WEIGHTS}.index.json").is_file():
+            raise ArtifactError(d, f"{WEIGHTS}.index.json", "sharded weights are not supported",
+                                f"re-save with save_pretrained(dir, max_shard_size='10GB') to get one {WEIGHTS}")
+        raise ArtifactError(d, WEIGHTS, "weights file is missing",
+                            "copy the complete artifact directory (training writes model.safetensors) or "
+                            + _SAFE_FIX)
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(w), framework="pt") as f:
+            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - SafetensorError and OS errors alike
+        raise ArtifactError(d, WEIGHTS, f"unreadable or truncated safetensors file ({e})",
+                            "re-copy the artifact directory from its source (the copy is incomplete) or re-export "
+                            "the head") from None
+    if not shapes:
+        raise ArtifactError(d, WEIGHTS, "contains no tensors", "re-export the head")
+    return shapes
+
+
+# -- ensembles: the sidecar of a head combined from member heads (models/ensemble.py) ----------
+
+def member_dirs(directory: str | os.PathLike, spec: HeadSpec) -> list[Path]:
+    base = Path(directory)
+    return [Path(m) if os.path.isabs(m) else base / m for m in spec.extra.get("members", [])]
+
+
+def validate_ensemble(directory, spec: HeadSpec) -> list[HeadSpec]:
+    """Check the ensemble block and that every member has the ensemble's labels, in order."""
+    combine, members = spec.extra.get("combine"), spec.extra.get("members")
+    if combine not in COMBINE:
+        raise ArtifactError(directory, SIDECAR, f"combine is {combine!r}",
+                            f"set combine to one of {list(COMBINE)}", key="combine")
+    if not isinstance(members, list) or len(members) < 2 or not all(isinstance(m, str) and m for m in members):
+        raise ArtifactError(directory, SIDECAR, "members must list at least two head directories",
+                            "list the member directories (relative to the ensemble directory or absolute)",
+                            key="members")
+    specs = []
+    for path in member_dirs(directory, spec):
+        if Path(path).resolve() == Path(directory).resolve():
+            raise ArtifactError(directory, SIDECAR, "the ensemble lists its own directory as a member",
+                                "keep the members in their own directories (e.g. <ensemble>/members/<name>)",
+                                key="members")
+        member = read_spec(path)
+        if member.arch == "ensemble":
+            raise ArtifactError(path, SIDECAR, "an ensemble cannot be a member of another ensemble",
+                                "list plain textcnn/bert heads as members", key="arch")
+        if member.decision != normalize_decision(None):
+            raise ArtifactError(path, SIDECAR, "a member has a decision block (top_k / min_labels / "
+                                "max_labels), which an ensemble cannot combine",
+                                "remove it from the member and set it on the ensemble (tagger calibrate --top-k ...)",
+                                key="decision")
+        if member.labels != spec.labels:
+            raise ArtifactError(directory, SIDECAR,
+                                f"member {path} has labels {member.labels}, the ensemble has {spec.labels}",
+                                "train the members on the same label file (same labels, same order)", key="members")
+        specs.append(member)
+    return specs
