@@ -1,10 +1,10 @@
 """Backfill a date range: spark-submit jobs/backfill.py --start D1 --end D2 (inclusive, in order)."""
-import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tagger.cli import main, subcommand_argv  # noqa: E402
+from tagger.cli import main
+from tagger.cli.common import subcommand_argv
 
 if __name__ == "__main__":
     main(subcommand_argv("backfill", sys.argv[1:]), prog_name="backfill.py")

@@ -1,10 +1,10 @@
 """Seed the demo source tables: spark-submit jobs/seed_demo.py [--items N --start D --days K]."""
-import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tagger.cli import main, subcommand_argv  # noqa: E402
+from tagger.cli import main
+from tagger.cli.common import subcommand_argv
 
 if __name__ == "__main__":
     main(subcommand_argv("seed", sys.argv[1:]), prog_name="seed_demo.py")

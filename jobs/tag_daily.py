@@ -5,12 +5,10 @@
 Does exactly what `tagger run --date D` does; spark-submit's --master and --conf win over the
 config's spark.master.
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a plain checkout works too
-
-from tagger.cli import main, subcommand_argv  # noqa: E402
+from tagger.cli import main
+from tagger.cli.common import subcommand_argv
 
 if __name__ == "__main__":
     main(subcommand_argv("run", sys.argv[1:]), prog_name="tag_daily.py")

@@ -70,6 +70,16 @@ def round_scores(scores) -> np.ndarray:
     return np.round(np.asarray(scores, dtype=np.float64), SCORE_DECIMALS)
 
 
+def passes(scores, thresholds, enabled=None) -> np.ndarray:
+    """Rules 1-2 alone: boolean (n, L), rounded score >= the label's threshold and the label enabled.
+    `scores` (n, L), `thresholds` (L,), `enabled` (L,) or None (all on). Training uses this to pick
+    its epoch; `decide` adds the decision block."""
+    hit = round_scores(scores) >= np.asarray(thresholds, dtype=np.float64)[None, :]
+    if enabled is not None:
+        hit &= np.asarray(enabled, dtype=bool)[None, :]
+    return hit
+
+
 def decide(scores, spec) -> np.ndarray:
     """Boolean (n, L) decisions from (n, L) scores: rounded scores >= thresholds, enabled labels
     only, then the spec's decision block (top_k / min_labels / max_labels, see DECISION_HELP)."""
@@ -78,7 +88,7 @@ def decide(scores, spec) -> np.ndarray:
     if s.ndim != 2 or s.shape[1] != L:
         raise ValueError(f"scores must have shape (n, {L}) for head {spec.head!r}, got {s.shape}")
     enabled = np.asarray(spec.enabled, dtype=bool)[None, :]
-    hit = (s >= np.asarray(spec.thresholds, dtype=np.float64)[None, :]) & enabled
+    hit = passes(s, spec.thresholds, spec.enabled)
     d = spec.decision
     if d["top_k"] is None and not d["min_labels"] and d["max_labels"] is None:
         return hit

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .decision import decide, round_scores
-from .spec import COMBINE, ArtifactError, HeadSpec, member_dirs, read_spec, validate_ensemble, write_spec
+from .spec import COMBINE, ArtifactError, HeadSpec, read_spec, validate_ensemble, write_spec
 BELOW = 0.49  # a score under its member's threshold maps below this
 
 

@@ -19,6 +19,9 @@ from .spec import SIDECAR, VOCAB, WEIGHTS, ArtifactError, HeadSpec, _position_ca
 from .tokenization import CharVocab, encode_with_tokenizer, normalize_texts
 
 
+_GRAD_MODES = {"inference": torch.inference_mode, "no_grad": torch.no_grad, "enabled": torch.enable_grad}
+
+
 def _default_device(device) -> torch.device:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -77,42 +80,65 @@ class LoadedHead:
         return contextlib.nullcontext()
 
     # -- inference --------------------------------------------------------------------------
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """(len(texts), len(labels)) float32 probabilities, rows in input order.
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 64, *, order: str = "length",
+                      padding: str = "batch", grad: str = "inference", tokenize: str = "batch") -> np.ndarray:
+        """(len(texts), len(labels)) float32 probabilities in [0, 1], rows in input order.
 
-        Whole-list tokenization, length-sorted mini-batches padded to their own longest row
-        (capped at max_length), inference_mode, bf16 autocast on CUDA (BERT). None/NaN texts
-        score as empty strings."""
+        The job's choices are the defaults: whole-list tokenization, mini-batches of `batch_size`
+        sorted by length (longest first, so the memory peak shows at once), each padded to its own
+        longest row (capped at max_length), torch.inference_mode, bf16 autocast on CUDA (BERT).
+        The keyword switches undo one choice each, for `tagger ablation` (same scores, other cost):
+        order "input"; padding "max" (every batch padded to max_length); grad "no_grad" or
+        "enabled"; tokenize "per_text" (one tokenizer call per text). None/NaN texts score as "".
+        Raises ValueError for an unknown switch value.
+        """
+        switches = {"order": (order, ("length", "input")), "padding": (padding, ("batch", "max")),
+                    "grad": (grad, tuple(_GRAD_MODES)), "tokenize": (tokenize, ("batch", "per_text"))}
+        for name, (value, allowed) in switches.items():
+            if value not in allowed:
+                raise ValueError(f"predict_proba: {name}={value!r}, expected one of {allowed}")
         texts = normalize_texts(texts)
         n, L = len(texts), len(self.spec.labels)
         out = np.zeros((n, L), dtype=np.float32)
         if n == 0:
             return out
         batch_size = max(1, int(batch_size))
-        ids, lengths = self.encode(texts)
-        order = np.argsort(-lengths, kind="stable")  # longest first: memory peak shows up at once
+        ids, lengths = self.encode(texts) if tokenize == "batch" else self._encode_one_by_one(texts)
         min_width = self.model.min_width if self.spec.arch == "textcnn" else 1
+        if padding == "max":
+            full = np.zeros((n, max(self.max_length, min_width, ids.shape[1])), dtype=ids.dtype)
+            full[:, :ids.shape[1]] = ids
+            ids = full
+        rows = np.argsort(-lengths, kind="stable") if order == "length" else np.arange(n)
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode(), self._autocast():
+            with _GRAD_MODES[grad](), self._autocast():
                 tables = None
                 if self.spec.arch == "textcnn" and int(lengths.sum()) >= 2 * len(self.vocab):
                     # whole-vocab gather tables pay off once the call has more tokens than the
                     # vocab; small calls build per-batch tables from the ids they contain
                     tables = self.model.precompute_tables()
                 for start in range(0, n, batch_size):
-                    idx = order[start:start + batch_size]
-                    width = max(int(lengths[idx[0]]), min_width)
+                    idx = rows[start:start + batch_size]
+                    width = ids.shape[1] if padding == "max" else max(int(lengths[idx].max()), min_width)
                     x = torch.from_numpy(np.ascontiguousarray(ids[idx, :width])).to(self.device, torch.long)
                     lens = torch.from_numpy(lengths[idx]).to(self.device)
                     proba = self._to_proba(self._logits(x, lens, tables))
-                    out[idx] = proba.cpu().numpy()
+                    out[idx] = proba.detach().cpu().numpy()
         finally:
             if was_training:
                 self.model.train()
         np.clip(out, 0.0, 1.0, out=out)
         return out
+
+    def _encode_one_by_one(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        parts = [self.encode([t]) for t in texts]
+        lengths = np.concatenate([p[1] for p in parts])
+        ids = np.zeros((len(texts), max(p[0].shape[1] for p in parts)), dtype=parts[0][0].dtype)
+        for i, (row, _) in enumerate(parts):
+            ids[i, :row.shape[1]] = row[0]
+        return ids, lengths
 
     def decide(self, proba) -> np.ndarray:
         """Boolean (n, L) decisions from this head's scores: `decide(proba, self.spec)` (rounded

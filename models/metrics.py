@@ -120,14 +120,6 @@ def best_f1_thresholds(y_true: np.ndarray, proba: np.ndarray, grid: np.ndarray =
     return out
 
 
-def apply_thresholds(proba: np.ndarray, thresholds: Sequence[float],
-                     enabled: Sequence[bool] | None = None) -> np.ndarray:
-    pred = np.asarray(proba) >= np.asarray(thresholds, dtype=np.float32)[None, :]
-    if enabled is not None:
-        pred &= np.asarray(enabled, dtype=bool)[None, :]
-    return pred
-
-
 def threshold_curve(y_true: np.ndarray, scores: np.ndarray) -> dict:
     """One label's counts at every candidate threshold: the distinct values of `scores`.
 

@@ -25,7 +25,8 @@ from tqdm import tqdm
 from .spec import SIDECAR, VOCAB, WEIGHTS, ArtifactError, HeadSpec, weights_version, write_spec
 from .loading import LoadedHead
 from .data import DataError
-from .metrics import (THRESHOLD_GRID, apply_thresholds, best_f1_thresholds, binarize, label_report)
+from .decision import passes
+from .metrics import THRESHOLD_GRID, best_f1_thresholds, binarize, label_report
 from .tokenization import CharVocab, normalize_texts
 
 # Per-arch defaults (train_head arguments left as None take these).
@@ -195,7 +196,7 @@ def _schedule(arch: str, total_steps: int, steps_per_epoch: int) -> Callable[[in
 def _evaluate(head: LoadedHead, dev_texts: list[str], y_dev: np.ndarray) -> tuple[float, float, np.ndarray]:
     proba = head.predict_proba(dev_texts, batch_size=EVAL_BATCH_SIZE)
     thr = best_f1_thresholds(y_dev, proba)
-    tuned = label_report(y_dev, apply_thresholds(proba, thr), head.spec.labels)["macro_f1"]
+    tuned = label_report(y_dev, passes(proba, thr), head.spec.labels)["macro_f1"]
     at05 = label_report(y_dev, proba >= 0.5, head.spec.labels)["macro_f1"]
     return tuned, at05, proba
 
@@ -317,7 +318,7 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
         if len(dev_texts):
             proba = loaded.predict_proba(dev_texts, batch_size=EVAL_BATCH_SIZE)
             thresholds = best_f1_thresholds(y_dev, proba, THRESHOLD_GRID)
-            report = label_report(y_dev, apply_thresholds(proba, thresholds), labels)
+            report = label_report(y_dev, passes(proba, thresholds), labels)
             r05 = label_report(y_dev, proba >= 0.5, labels)
             report["macro_f1_at_0.5"] = r05["macro_f1"]
             report["micro_f1_at_0.5"] = r05["micro_f1"]

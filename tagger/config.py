@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,30 @@ class HeadConf:
     parent: str
     gate_by: str | None = None
     train: "TrainConf | None" = None
+
+
+def check_date(value) -> str:
+    """`value` as yyyy-MM-dd if it is a real date written that way; else ValueError with an example."""
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(value)):
+        try:
+            return date.fromisoformat(value).isoformat()
+        except ValueError:
+            pass
+    raise ValueError(f"'{value}' is not a date of the form yyyy-MM-dd (e.g. 2024-01-05)")
+
+
+def head_labels(head: HeadConf, tag_paths) -> list[str]:
+    """A head's labels in output order: its `train.labels`, or else the active children of its
+    parent among `tag_paths` (tag path names of the tag dimension), in their order there.
+    Raises ConfigError when the parent has no active children."""
+    if head.train is not None and head.train.labels is not None:
+        return list(head.train.labels)
+    prefix = head.parent + "/"
+    children = [p[len(prefix):] for p in tag_paths if p.startswith(prefix) and "/" not in p[len(prefix):]]
+    if not children:
+        raise ConfigError(f"head '{head.name}': train.labels is 'children' but {head.parent} has no active "
+                          f"children in the tag dimension.")
+    return children
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
-"""The tagging pass: rules -> binary gate -> multi-label heads on gated rows -> implied parent
-tags (udfs/hierarchy.py) -> tag ids.
+"""The tagging pass: rules -> binary gate -> multi-label heads on gated rows (udfs/cascade.py)
+-> implied parent tags (udfs/hierarchy.py) -> tag ids.
 
 `Tagger.tag(pdf)` works on a plain pandas DataFrame (tests, benchmarks); `tag_partitions(spec)`
 is the same thing as a `mapInPandas` function. Models are loaded once per Python worker
 (cached by the spec's fingerprint), not per Arrow batch.
+
+Executor side: imports nothing from the driver side (tagger.config, tagger.job, ...).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import numpy as np
 import pandas as pd
 from pyspark.accumulators import AccumulatorParam
 
-from tagger.config import HeadConf
+from tagger.udfs.cascade import HeadRef, run_cascade
 from tagger.udfs.hierarchy import add_implied_parents, ancestors_by_path
 from tagger.udfs.rules import RuleSet
 
@@ -27,13 +29,17 @@ OUTPUT_SCHEMA = (f"itemid string, dtype string, gate_score double, tags array<{T
                  "tag_ids string")
 INPUT_COLUMNS = ["itemid", "dtype", "doc_text"]
 RULE_SOURCE = "rule"
-# scores are rounded (tagger.models.spec.SCORE_DECIMALS, round_scores) so that reruns compare equal row for row
+# scores are rounded (tagger.models.decision.SCORE_DECIMALS, round_scores) so that reruns compare equal row for row
 
 
 @dataclass(frozen=True)
 class TaggerSpec:
-    """Everything a worker needs to tag; small and picklable (shipped inside the UDF closure)."""
-    heads: tuple[HeadConf, ...]
+    """Everything a worker needs to tag; small and picklable (shipped inside the UDF closure).
+
+    `heads` accepts any objects with name, path, parent and gate_by (tagger.config.HeadConf);
+    they are stored as HeadRef, so a worker unpickles no driver-side class.
+    """
+    heads: tuple[HeadRef, ...]
     gate_head: str
     rules: RuleSet
     tag_index: dict[str, tuple[int, str]] = field(hash=False)  # tag path -> (tag id, tag name)
@@ -43,7 +49,13 @@ class TaggerSpec:
     # Fault injection for the reliability tests (env TAGGER_FAILPOINT=tag_after_batches:N):
     # each task raises after tagging N batches. Never set in production.
     fail_after_batches: int | None = None
+    # TAGGER_FAILPOINT=tag_drop_rows:N: each task drops N rows of its first batch (a lost row, which
+    # the run's invariant check must catch before anything is written). Never set in production.
+    drop_rows: int | None = None
     model_version: str = ""  # the artifacts' versions: a retrained head at the same path is reloaded
+
+    def __post_init__(self):
+        object.__setattr__(self, "heads", tuple(HeadRef.of(h) for h in self.heads))
 
     @property
     def fingerprint(self) -> str:
@@ -57,7 +69,11 @@ class TaggerSpec:
 
 
 class Tagger:
-    """Loaded rules and model heads; `tag` maps an input batch to output rows."""
+    """Loaded rules and model heads; `tag` maps an input batch to output rows.
+
+    Built once per Python worker and spec (`get_tagger`). Raises models.spec.ArtifactError when a
+    head directory cannot be loaded.
+    """
 
     def __init__(self, spec: TaggerSpec):
         from tagger.models.loading import load_head  # torch import stays off the driver's start-up path
@@ -79,8 +95,14 @@ class Tagger:
         self.pid = os.getpid()
 
     def tag(self, pdf: pd.DataFrame) -> pd.DataFrame:
-        from tagger.models.decision import round_scores  # already imported by __init__ (torch stays off the driver)
+        """Tag one batch.
 
+        Input: a DataFrame with INPUT_COLUMNS (itemid, dtype, doc_text; doc_text may be null).
+        Output: one row per input row, in input order, with OUTPUT_SCHEMA's columns: itemid, dtype,
+        gate_score (float, NaN where the gate did not run), tags (list of dicts tag_id, tag_name,
+        tag_path, score, source) and tag_ids (comma-separated tag ids). Raises KeyError if a rule or
+        an enabled label's tag path is missing from the spec's tag index (the driver checks this first).
+        """
         texts = pdf["doc_text"].fillna("")
         n = len(pdf)
         tags: list[list[dict]] = [[] for _ in range(n)]
@@ -90,25 +112,15 @@ class Tagger:
                 tag_id, name = index[path]
                 tags[i].append(dict(tag_id=tag_id, tag_name=name, tag_path=path, score=1.0, source=RULE_SOURCE))
 
-        passed: dict[str, np.ndarray] = {}  # head name -> rows where its first label passed
         gate_score = np.full(n, np.nan)
-        text_list = texts.tolist()
-        for conf, head in self.heads:
-            spec = head.spec
-            rows = np.arange(n) if conf.gate_by is None else np.flatnonzero(passed[conf.gate_by])
-            scores = head.predict_proba([text_list[r] for r in rows], batch_size=self.spec.batch_size)
-            scores = round_scores(scores)
-            hit = head.decide(scores)  # the one decision function (thresholds, enabled, decision block)
-            first = np.zeros(n, dtype=bool)
-            first[rows] = hit[:, 0]
-            passed[conf.name] = first
-            if conf.name == self.spec.gate_head:
-                gate_score[rows] = scores[:, 0]
-            paths = [f"{conf.parent}/{label}" for label in spec.labels]
-            for r, c in zip(*np.nonzero(hit)):
+        for run in run_cascade(self.heads, texts.tolist(), batch_size=self.spec.batch_size):
+            if run.ref.name == self.spec.gate_head:
+                gate_score[run.rows] = run.scores[:, 0]
+            paths = [f"{run.ref.parent}/{label}" for label in run.head.spec.labels]
+            for r, c in zip(*np.nonzero(run.hit)):
                 tag_id, name = index[paths[c]]
-                tags[rows[r]].append(dict(tag_id=tag_id, tag_name=name, tag_path=paths[c],
-                                          score=float(scores[r, c]), source=conf.name))
+                tags[run.rows[r]].append(dict(tag_id=tag_id, tag_name=name, tag_path=paths[c],
+                                              score=float(run.scores[r, c]), source=run.ref.name))
         add_implied_parents(tags, self.ancestors, index)
         return pd.DataFrame({
             "itemid": pdf["itemid"].to_numpy(),
@@ -163,13 +175,16 @@ class LoadCounter:
 
 
 def tag_partitions(spec: TaggerSpec, loads: LoadCounter | None = None):
-    """A `mapInPandas` function over INPUT_COLUMNS producing OUTPUT_SCHEMA."""
+    """A `mapInPandas` function: an iterator of pandas batches with INPUT_COLUMNS in, an iterator of
+    batches with OUTPUT_SCHEMA's columns out (one row per input row). Models load once per worker."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         tagger = get_tagger(spec, loads)
         for done, pdf in enumerate(batches):
             if spec.fail_after_batches is not None and done >= spec.fail_after_batches:
                 raise RuntimeError(f"TAGGER_FAILPOINT: injected failure after {done} batches")
+            if spec.drop_rows and done == 0:
+                pdf = pdf.iloc[spec.drop_rows:]
             if loads is not None:
                 loads.rows.add(len(pdf))
             yield tagger.tag(pdf[INPUT_COLUMNS])

@@ -5,7 +5,7 @@ import uuid
 
 from pyspark.sql import DataFrame, SparkSession
 
-from tagger.config import Tables
+from tagger.config import Config, Tables
 from tagger.ops.failpoints import failpoint, stall_after_first_batch
 from tagger.sql_files import run_sql
 
@@ -67,3 +67,16 @@ def overwrite_partition(spark: SparkSession, df: DataFrame, table: str, dt: str,
 
 def append_partition(spark: SparkSession, df: DataFrame, table: str, dt: str) -> None:
     _insert(spark, df, table, dt, overwrite=False)
+
+
+def write_metrics(spark: SparkSession, cfg: Config, s, started_at: str) -> None:
+    """Append one row for run attempt `s` (a tagger.job.summary.RunSummary) to the metrics table's
+    dt partition of the run date."""
+    row = dict(run_id=s.run_id, started_at=started_at, seconds=s.stage_seconds["total"],
+               items_selected=s.items_selected, items_tagged=s.items_tagged, items_with_tags=s.items_with_tags,
+               items_quarantined=s.items_quarantined, quarantine_rows=s.quarantine_rows, tag_counts=s.tag_counts,
+               quarantine_reasons=s.quarantine_reasons, stage_seconds=s.stage_seconds,
+               model_version=s.model_version, rules_version=s.rules_version,
+               model_loads=s.model_loads, python_workers=s.python_workers, implied_parents=s.implied_parents)
+    schema = spark.table(cfg.tables.metrics).drop("dt").schema
+    append_partition(spark, spark.createDataFrame([row], schema), cfg.tables.metrics, s.run_date)

@@ -16,21 +16,20 @@ same trained heads:
   of 2 threads), and the Arrow batch size `spark.sql.execution.arrow.maxRecordsPerBatch`, rows
   handed to the UDF per call (2048 in conf/tagger.yaml; variants 512 and Spark's default 10000).
 
-The in-worker variants run in this process with no Spark and 1 torch thread; the baseline's scores are checked against the job's own `LoadedHead.predict_proba`,
-so the baseline is the job's code path, not a copy that could drift. The Arrow variants run the
+The in-worker variants run in this process with no Spark and 1 torch thread, through the job's
+own cascade (`tagger.udfs.cascade.run_cascade`) with the variant's switches passed into
+`LoadedHead.predict_proba`: the baseline is the job's code path, not a copy that could drift. The Arrow variants run the
 job's mapInPandas stage on local Spark after an untimed warm-up that loads the models in every
 worker.
 """
 from __future__ import annotations
 
 import os
-import sys
 import time
 
-import click
 import numpy as np
 
-BASELINE = {"cascade": True, "order": "length", "padding": "dynamic", "batch_size": 64, "grad": "inference",
+BASELINE = {"cascade": True, "order": "length", "padding": "batch", "batch_size": 64, "grad": "inference",
             "tokenize": "batch"}
 VARIANTS = [  # (name, what changes from the baseline)
     ("baseline (the job)", {}),
@@ -52,91 +51,21 @@ SPARK_SETTINGS = [  # (name, arrow maxRecordsPerBatch, partitions, torch threads
 ]
 
 
-def _encode(head, texts: list[str], tokenize: str) -> tuple[np.ndarray, np.ndarray]:
-    if tokenize == "batch":
-        return head.encode(texts)
-    parts = [head.encode([t]) for t in texts]  # one tokenizer call per text, then one padded matrix
-    lengths = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
-    width = max([p[0].shape[1] for p in parts] or [1])
-    ids = np.zeros((len(texts), width), dtype=parts[0][0].dtype if parts else np.int64)
-    for i, (row, _) in enumerate(parts):
-        ids[i, :row.shape[1]] = row[0]
-    return ids, lengths
-
-
-def _grad_mode(grad: str):
-    import torch
-
-    return {"inference": torch.inference_mode, "no_grad": torch.no_grad, "enabled": torch.enable_grad}[grad]()
-
-
-def score(head, texts: list[str], *, order: str, padding: str, batch_size: int, grad: str,
-          tokenize: str) -> np.ndarray:
-    """`LoadedHead.predict_proba` with each of its choices switchable (the baseline settings give
-    the same scores: checked in `run_ablation`)."""
-    import torch
-
-    from tagger.models.tokenization import normalize_texts
-
-    texts = normalize_texts(texts)
-    out = np.zeros((len(texts), len(head.spec.labels)), dtype=np.float32)
-    if not texts:
-        return out
-    ids, lengths = _encode(head, texts, tokenize)
-    min_width = head.model.min_width if head.spec.arch == "textcnn" else 1
-    if padding == "max":
-        full = np.zeros((len(texts), max(head.max_length, min_width)), dtype=ids.dtype)
-        full[:, :ids.shape[1]] = ids
-        ids = full
-    rows = np.argsort(-lengths, kind="stable") if order == "length" else np.arange(len(texts))
-    head.model.eval()
-    with _grad_mode(grad):
-        tables = None
-        if head.spec.arch == "textcnn" and int(lengths.sum()) >= 2 * len(head.vocab):
-            tables = head.model.precompute_tables()
-        for start in range(0, len(texts), batch_size):
-            idx = rows[start:start + batch_size]
-            width = ids.shape[1] if padding == "max" else max(int(lengths[idx].max()), min_width)
-            x = torch.from_numpy(np.ascontiguousarray(ids[idx, :width])).to(head.device, torch.long)
-            lens = torch.from_numpy(lengths[idx]).to(head.device)
-            out[idx] = head._to_proba(head._logits(x, lens, tables)).detach().cpu().numpy()
-    np.clip(out, 0.0, 1.0, out=out)
-    return out
-
-
 def cascade_seconds(heads, texts: list[str], settings: dict) -> tuple[float, int]:
-    """Seconds for every head over `texts` as the job runs them (a gated head on the rows its gate
-    passed, unless settings['cascade'] is off), and the number of rows the heads scored in all."""
+    """Seconds for the job's cascade (`run_cascade`) over `texts` with one torch thread and the
+    given settings (BASELINE's keys), and the number of rows the heads scored in all."""
     import torch
 
-    from tagger.models.decision import round_scores
+    from tagger.udfs.cascade import run_cascade
 
-    kw = {k: settings[k] for k in ("order", "padding", "batch_size", "grad", "tokenize")}
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # one task's share of the machine
     try:
         started = time.perf_counter()
-        passed, scored = {}, 0
-        for conf, head in heads:
-            if conf.gate_by is None or not settings["cascade"]:
-                rows = np.arange(len(texts))
-            else:
-                rows = np.flatnonzero(passed[conf.gate_by])
-            scores = score(head, [texts[r] for r in rows], **kw)
-            hit = head.decide(round_scores(scores))
-            first = np.zeros(len(texts), dtype=bool)
-            first[rows] = hit[:, 0]
-            passed[conf.name] = first
-            scored += len(rows)
-        return time.perf_counter() - started, scored
+        runs = run_cascade(heads, texts, **settings)
+        return time.perf_counter() - started, sum(len(r.rows) for r in runs)
     finally:
         torch.set_num_threads(before)
-
-
-def _check_baseline(heads, texts: list[str]) -> float:
-    """Largest |difference| between the baseline's scores and the job's predict_proba."""
-    kw = {k: BASELINE[k] for k in ("order", "padding", "batch_size", "grad", "tokenize")}
-    return max(float(np.abs(score(h, texts, **kw) - h.predict_proba(texts, batch_size=64)).max()) for _, h in heads)
 
 
 def _rounds(n: int, repeats: int) -> list[list[int]]:
@@ -145,16 +74,15 @@ def _rounds(n: int, repeats: int) -> list[list[int]]:
     return [[(i + r) % n for i in range(n)] for r in range(repeats)]
 
 
-def spark_stage_seconds(cfg, spec, items, settings, repeats: int, log) -> list[list[float]]:
+def spark_stage_seconds(spark, spec, items, settings, repeats: int, log) -> list[list[float]]:
     """The job's tagging stage (mapInPandas over the repartitioned input, persisted and counted)
     for each (arrow_batch, partitions, torch_threads) setting, `repeats` times in rotating order,
     each run after an untimed warm-up with the same setting (models loaded in its workers)."""
     import dataclasses
 
-    from tagger.measure.bench import _session, _spark_variant
+    from tagger.measure.bench import _spark_variant
     from tagger.udfs.tagging import INPUT_COLUMNS, OUTPUT_SCHEMA, tag_partitions
 
-    spark, own = _session(cfg)
     key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     before = spark.conf.get(key, None)
     try:
@@ -181,8 +109,6 @@ def spark_stage_seconds(cfg, spec, items, settings, repeats: int, log) -> list[l
     finally:
         if before is not None:
             spark.conf.set(key, before)
-        if own:
-            spark.stop()
 
 
 def _row(name: str, n: int, times: list[float], baseline: list[float]) -> dict:
@@ -193,20 +119,31 @@ def _row(name: str, n: int, times: list[float], baseline: list[float]) -> dict:
 
 
 def run_ablation(cfg, n_items: int, seed: int, with_spark: bool, log, repeats: int = 3) -> dict:
+    """Time every variant `repeats` times in rotating order on `n_items` generated items with the
+    config's heads; returns the report dict (variants, spark_stage or None, config) that
+    format_text prints. Raises ArtifactError if a head cannot be loaded."""
+    from tagger.measure.inputs import bench_session
+
+    spark, own_session = bench_session(cfg)
+    try:
+        return _run_ablation(spark, cfg, n_items, seed, with_spark, log, repeats)
+    finally:
+        if own_session:
+            spark.stop()
+
+
+def _run_ablation(spark, cfg, n_items: int, seed: int, with_spark: bool, log, repeats: int) -> dict:
     import torch
 
+    from tagger.job.tag import build_spec
+    from tagger.measure.inputs import bench_inputs
     from tagger.models.loading import load_head
-    from tagger.measure.bench import bench_items, tag_index_of
-    from tagger.job.pipeline import build_spec
+    from tagger.udfs.cascade import HeadRef
 
-    items, tag_dim = bench_items(n_items, cfg.text.max_chars, seed=seed)
+    items, tag_index = bench_inputs(spark, cfg, n_items, seed=seed)
     texts = items["doc_text"].tolist()
-    heads = [(conf, load_head(conf.path, device="cpu")) for conf in cfg.heads]
-    check = _check_baseline(heads, texts[:300])
-    if check > 1e-5:
-        raise RuntimeError(f"the ablation's baseline scores differ from the job's by {check:.2g}: "
-                           "tagger/ablation.py score() has drifted from tagger.models.spec.predict_proba")
-    log(f"{len(items):,} generated items; baseline matches the job's scores (max |diff| {check:.1g})")
+    heads = [(HeadRef.of(conf), load_head(conf.path, device="cpu")) for conf in cfg.heads]
+    log(f"{len(items):,} generated items")
     cascade_seconds(heads, texts[:500], BASELINE)  # warm-up: allocator, first-call costs
     runs: list[list[float]] = [[] for _ in VARIANTS]
     scored = [0] * len(VARIANTS)
@@ -220,15 +157,14 @@ def run_ablation(cfg, n_items: int, seed: int, with_spark: bool, log, repeats: i
             for (name, change), times, n_scored in zip(VARIANTS, runs, scored)]
     stage = None
     if with_spark:
-        spec, _, _ = build_spec(cfg, tag_index_of(tag_dim), "generated tag dimension", 1)
-        times = spark_stage_seconds(cfg, spec, items, SPARK_SETTINGS, repeats, log)
+        spec, _, _ = build_spec(cfg, tag_index, "generated tag dimension", 1)
+        times = spark_stage_seconds(spark, spec, items, SPARK_SETTINGS, repeats, log)
         stage = [_row(label, len(items), t, times[0]) | {"max_records_per_batch": arrow, "partitions": partitions,
                                                          "torch_threads": threads}
                  for (label, arrow, partitions, threads), t in zip(SPARK_SETTINGS, times)]
     return {"items": len(items), "variants": rows, "spark_stage": stage,
             "config": {"cores": os.cpu_count(), "torch": torch.__version__, "seed": seed, "repeats": repeats,
-                       "heads": [c.name for c, _ in heads], "baseline": BASELINE,
-                       "baseline_check_max_abs_diff": check, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]}}
+                       "heads": [c.name for c, _ in heads], "baseline": BASELINE, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]}}
 
 
 def format_text(r: dict) -> str:
@@ -246,39 +182,3 @@ def format_text(r: dict) -> str:
                          f"{a['times_baseline']:>16.2f}")
     lines += ["", f"  load average at end {r['config']['loadavg_at_end']} on {r['config']['cores']} cores"]
     return "\n".join(lines)
-
-
-@click.command("ablation", help="Time the tagging stage's model work with each of its inference choices undone, one "
-                                "at a time (cascade, length sort, dynamic padding, batch size, inference_mode, "
-                                "batched tokenization; threads and Arrow batch size in Spark), on the same generated texts and "
-                                "trained heads. About 10 min at 10,000 items and 3 repeats with the demo heads on 2 cores.")
-@click.option("--items", "n_items", type=click.IntRange(min=10), default=20000, show_default=True)
-@click.option("--spark/--no-spark", "with_spark", default=True, show_default=True,
-              help="Also time the job's Spark stage with other thread and Arrow batch settings (starts local Spark).")
-@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Runs of every variant, in rotating order; the report gives the median (the machine is shared).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="Job YAML config (default: the tagger group's --config, else conf/tagger.yaml).")
-@click.option("--seed", type=int, default=7, show_default=True, help="Generator seed (same texts as tagger bench).")
-@click.pass_context
-def ablation_command(ctx, n_items, with_spark, repeats, fmt, out_path, config_path, seed):
-    from tagger.models.spec import ArtifactError
-    from tagger.measure.bench import emit_report
-    from tagger.config import ConfigError, load_config
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    parent = ctx.find_root().obj if ctx.find_root() is not ctx else None
-    try:
-        cfg = load_config(config_path or (parent or {}).get("config"))
-        report = run_ablation(cfg, n_items, seed, with_spark, log=lambda msg: click.echo(msg, err=True),
-                              repeats=repeats)
-    except (ConfigError, ArtifactError) as exc:
-        hint = " Train the demo heads first (`tagger demo` or `tagger train`)." if isinstance(exc, ArtifactError) else ""
-        click.echo(f"Error: {exc}{hint}", err=True)
-        sys.exit(3)
-    emit_report(report, fmt, out_path, format_text)
-
-
-__all__ = ["ablation_command", "run_ablation", "score", "VARIANTS", "BASELINE"]

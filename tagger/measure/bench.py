@@ -35,7 +35,6 @@ import dataclasses
 import json
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -49,68 +48,17 @@ from pyspark.accumulators import AccumulatorParam
 REQUIRED_KEYS = ("raw_items_per_s", "job_items_per_s", "predict_batch_udf_items_per_s", "row_udf_items_per_s",
                  "pandas_udf_reload_items_per_s", "peak_worker_rss_mb")
 TARGETS = {"job_over_raw": 0.9, "job_over_predict_batch_udf": 1.3, "job_over_row_udf": 20.0}
-BENCH_START_DATE = "2024-01-01"
-BERT_GATE_SHARE = 0.15  # DOMAIN.md: 新车资讯 is 10-20% of items; random weights decide nothing by themselves
-SELECTED_FILTER_DTYPES = ("news", "yichehao_news", "yichehao_video")
-MACHINE_GC = ("AGC-XIAOYI", "AGC-XIAOSHA")
 
 
 # ---------------------------------------------------------------------------------------------
 # Inputs: generated texts, the tag index, the spec
 # ---------------------------------------------------------------------------------------------
-def _clean(text) -> str:
-    # Same intent as tagger.job.normalize.clean_text: control/format chars and whitespace runs -> one space.
-    if not isinstance(text, str):
-        return ""
-    return re.sub(r"[\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202f\u2060-\u206f\ufeff]+", " ", text).strip()
-
-
-def bench_items(n_items: int, budgets: dict[str, int], seed: int = 7):
-    """The generator's selected items as the job's input rows (itemid, dtype, doc_text), plus the
-    generated tag dimension. doc_text is title。summary cut to the configured budgets, like the
-    job's doc_text for items without ASR/OCR."""
-    from tagger.demo.generator import generate
-
-    data = generate(n_items, BENCH_START_DATE, 1, seed=seed)
-    pool = data.pool
-    keep = (pool["itemid"].notna() & pool["dtype"].isin(SELECTED_FILTER_DTYPES)
-            & (pool["recommend_grade"] != "Z") & ~pool["gc"].isin(MACHINE_GC)
-            & (pool["create_time"] >= pool["pt"]))
-    pool = (pool[keep].sort_values(["itemid", "create_time"], kind="mergesort")
-            .drop_duplicates("itemid", keep="last").reset_index(drop=True))
-    titles = [_clean(t)[:budgets.get("title", 100)] for t in pool["title"]]
-    summaries = [_clean(s)[:budgets.get("summary", 300)] for s in pool["summary"]]
-    texts = ["。".join(p for p in parts if p) for parts in zip(titles, summaries)]
-    items = pd.DataFrame({"itemid": pool["itemid"].astype(str), "dtype": pool["dtype"].astype(str),
-                          "doc_text": texts})
-    items = items[items["doc_text"] != ""].reset_index(drop=True)
-    return items, data.tag_dim
-
-
-def tag_index_of(tag_dim: pd.DataFrame) -> dict[str, tuple[int, str]]:
-    """Same as tagger.job.pipeline.load_tag_index over extract_tag_dim.sql, on a pandas tag dimension."""
-    td = tag_dim[(tag_dim["tag_type_name"] == "内容标签") & (tag_dim["status"] == 1)]
-    if "dt" in td.columns and len(td):
-        td = td[td["dt"] == td["dt"].max()]
-    index: dict[str, tuple[int, str]] = {}
-    for row in td.sort_values("id").itertuples():
-        index.setdefault(str(row.tag_path_name).strip("/"), (int(row.id), str(row.tag_name)))
-    return index
-
-
-def head_labels(head, tag_index: dict[str, tuple[int, str]]) -> list[str]:
-    """A head's labels as `tagger train` resolves them (train.labels, or the parent's children)."""
-    if head.train is not None and head.train.labels is not None:
-        return list(head.train.labels)
-    prefix = head.parent + "/"
-    return [p[len(prefix):] for p in tag_index if p.startswith(prefix) and "/" not in p[len(prefix):]]
-
-
 def build_bert_heads(cfg, out_dir: Path, texts: list[str], tag_index, max_length: int, gate_share: float,
                      log) -> tuple:
     """Random-weight BERT-base artifacts for every configured head (labels as configured), the gate
     threshold set so that `gate_share` of a text sample passes (random weights pass all or nothing
     at 0.5, which would make the cascade meaningless for speed)."""
+    from tagger.config import head_labels
     from tagger.models.loading import load_head
     from tagger.models.spec import read_spec, write_spec
     from tagger.models.training import build_random_bert_head
@@ -118,7 +66,7 @@ def build_bert_heads(cfg, out_dir: Path, texts: list[str], tag_index, max_length
     heads = []
     for head in cfg.heads:
         path = out_dir / head.name
-        labels = head_labels(head, tag_index)
+        labels = head_labels(head, tag_index)  # the rule `tagger train` uses
         if not (path / "tagger_head.json").is_file():
             started = time.perf_counter()
             build_random_bert_head(path, labels, texts, size="bert-base", max_length=max_length, head=head.name,
@@ -316,31 +264,16 @@ def make_predict_fn_factory(spec):
     return make_predict_fn
 
 
-def cascade_scores(heads, texts: list[str], batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The job's model work without rules or tags: per head, (rows it ran on, rounded scores)."""
-    from tagger.models.decision import round_scores
-
-    n = len(texts)
-    passed: dict[str, np.ndarray] = {}
-    out = []
-    for conf, head in heads:
-        rows = np.arange(n) if conf.gate_by is None else np.flatnonzero(passed[conf.gate_by])
-        scores = round_scores(head.predict_proba([texts[r] for r in rows], batch_size=batch_size))
-        hit = head.decide(scores)  # the job's decision function
-        first = np.zeros(n, dtype=bool)
-        first[rows] = hit[:, 0]
-        passed[conf.name] = first
-        out.append((rows, scores))
-    return out
-
-
 def _cascade(heads, texts: list[str], batch_size: int) -> list[list[float | None]]:
-    """Per text: the scores of every head in order (None where the head's gate did not pass)."""
+    """Per text: the scores of every head in order (None where the head's gate did not pass),
+    from the job's own cascade."""
+    from tagger.udfs.cascade import run_cascade
+
     n = len(texts)
     out: list[list[float | None]] = [[] for _ in range(n)]
-    for (conf, head), (rows, scores) in zip(heads, cascade_scores(heads, texts, batch_size)):
-        filled = np.full((n, len(head.spec.labels)), np.nan)
-        filled[rows] = scores
+    for run in run_cascade(heads, texts, batch_size=batch_size):
+        filled = np.full((n, run.scores.shape[1]), np.nan)
+        filled[run.rows] = run.scores
         for i in range(n):
             out[i].extend(None if np.isnan(v) else float(v) for v in filled[i])
     return out
@@ -509,13 +442,16 @@ def int8_trial(raw_spec, items: pd.DataFrame, chunk: int, tagger, raw_s: float, 
 
 
 def run_models_only(tagger, texts: list[str], batch_size: int) -> float:
+    """Seconds for the job's cascade alone (no rules, no tags) over `texts` with the loaded heads."""
     import torch
+
+    from tagger.udfs.cascade import run_cascade
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(tagger.spec.torch_threads or threads_before)
     try:
         started = time.perf_counter()
-        cascade_scores(tagger.heads, texts, batch_size)
+        run_cascade(tagger.heads, texts, batch_size=batch_size)  # the job's cascade, no rules or tags
         return time.perf_counter() - started
     finally:
         torch.set_num_threads(threads_before)
@@ -556,19 +492,8 @@ def tags_agreement(job: pd.DataFrame, raw: pd.DataFrame) -> tuple[float, int, fl
     return (same / total if total else 1.0), missing, float(diff.max()) if len(diff) else 0.0
 
 
-def _session(cfg):
-    from pyspark.sql import SparkSession
-
-    active = SparkSession.getActiveSession()
-    if active is not None:
-        return active, False
-    from tagger.ops.spark_session import build_session
-
-    return build_session(cfg, "tagger-bench"), True
-
-
 def run_bench(cfg, n_items: int, model: str, models_dir: str | None, floor_items: int, skip_floors: bool,
-              extras: bool = True, seed: int = 7, max_length: int | None = None, gate_share: float = BERT_GATE_SHARE,
+              extras: bool = True, seed: int = 7, max_length: int | None = None, gate_share: float = 0.15,
               log=lambda msg: click.echo(msg, err=True)) -> dict:
     import torch
     from pyspark.ml.functions import predict_batch_udf
@@ -576,13 +501,14 @@ def run_bench(cfg, n_items: int, model: str, models_dir: str | None, floor_items
     from pyspark.sql.types import ArrayType, DoubleType, FloatType, StructField, StructType
 
     from tagger.config import tagger_home
-    from tagger.job.pipeline import build_spec
+    from tagger.job.tag import build_spec
+    from tagger.measure.inputs import bench_inputs, bench_session
     from tagger.udfs.tagging import INPUT_COLUMNS, OUTPUT_SCHEMA
 
     bench_started = time.perf_counter()
     load_at_start = [round(x, 2) for x in os.getloadavg()]  # other processes on the machine skew every number
-    items, tag_dim = bench_items(n_items, cfg.text.max_chars, seed=seed)
-    tag_index = tag_index_of(tag_dim)
+    spark, own_session = bench_session(cfg)
+    items, tag_index = bench_inputs(spark, cfg, n_items, seed=seed)
     texts = items["doc_text"].tolist()
     log(f"{len(items):,} generated items, doc_text {np.mean([len(t) for t in texts]):.0f} chars on average")
 
@@ -603,7 +529,6 @@ def run_bench(cfg, n_items: int, model: str, models_dir: str | None, floor_items
         heads = build_bert_heads(cfg, out_dir, texts, tag_index, max_length, gate_share, log)
     bench_cfg = dataclasses.replace(cfg, heads=heads)
 
-    spark, own_session = _session(cfg)
     try:
         sc = spark.sparkContext
         task_cpus = int(spark.conf.get("spark.task.cpus", "1"))
@@ -829,52 +754,6 @@ def format_text(r: dict) -> str:
     return "\n".join(lines)
 
 
-@click.command("bench", help="Measure the tagging stage's items/s against a plain-Python ceiling (raw), Spark's "
-                             "predict_batch_udf, a per-row UDF and a reload-per-batch pandas UDF, on the same "
-                             "generated texts and model weights.")
-@click.option("--items", "n_items", type=click.IntRange(min=10), default=20000, show_default=True,
-              help="Generated items to tag.")
-@click.option("--model", type=click.Choice(["demo", "bert-base"]), default="demo", show_default=True,
-              help="demo: the trained heads of the config (or --models-dir); bert-base: random-weight BERT-base "
-                   "heads with the configured labels (speed of the architecture, not accuracy).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
-@click.option("--skip", "skip_floors", is_flag=True, help="Skip the slow floors (row_udf, pandas_udf_reload).")
-@click.option("--extras/--no-extras", default=True, show_default=True,
-              help="Also measure raw_models_only (a second full raw pass; slow with bert-base).")
-@click.option("--floor-items", type=click.IntRange(min=1), default=2000, show_default=True,
-              help="The floors run on the first min(items, this) items.")
-@click.option("--models-dir", type=click.Path(file_okay=False), default=None,
-              help="demo: directory holding <head>/ artifacts (default: the config's head paths, "
-                   "$TAGGER_HOME/models). bert-base: where to build (or reuse) the random heads (default: a temp dir).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="Job YAML config (default: the tagger group's --config, else conf/tagger.yaml).")
-@click.option("--seed", type=int, default=7, show_default=True, help="Generator seed.")
-@click.option("--max-length", type=click.IntRange(min=8, max=512), default=None,
-              help="bert-base: tokens per text (default: the config's BERT head max_length, else 128).")
-@click.option("--gate-share", type=click.FloatRange(0.0, 1.0), default=BERT_GATE_SHARE, show_default=True,
-              help="bert-base: share of items the random gate passes (its threshold is set from a sample).")
-@click.pass_context
-def bench_command(ctx, n_items, model, fmt, out_path, skip_floors, extras, floor_items, models_dir, config_path, seed,
-                  max_length, gate_share):
-    from tagger.models.spec import ArtifactError
-    from tagger.config import ConfigError, load_config
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    parent = ctx.find_root().obj if ctx.find_root() is not ctx else None
-    path = config_path or (parent or {}).get("config")
-    try:
-        cfg = load_config(path)
-        report = run_bench(cfg, n_items, model, models_dir, floor_items, skip_floors, extras=extras, seed=seed,
-                           max_length=max_length, gate_share=gate_share)
-    except (ConfigError, ArtifactError) as exc:
-        hint = (" Train the demo heads first (`tagger demo` or `tagger train`) or pass --models-dir."
-                if isinstance(exc, ArtifactError) and model == "demo" else "")
-        click.echo(f"Error: {exc}{hint}", err=True)
-        sys.exit(3)
-    emit_report(report, fmt, out_path, format_text)
-
-
 def emit_report(report: dict, fmt: str, out_path: str | None, to_text) -> None:
     """Print the report as text (`to_text(report)`) or JSON, and write the JSON to out_path too."""
     text = json.dumps(report, ensure_ascii=False, indent=2)
@@ -883,6 +762,3 @@ def emit_report(report: dict, fmt: str, out_path: str | None, to_text) -> None:
         Path(out_path).write_text(text + "\n", encoding="utf-8")
     click.echo(text if fmt == "json" else to_text(report))
 
-
-if __name__ == "__main__":
-    bench_command()

@@ -23,15 +23,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
-import click
 
-from tagger.config import CONF_DIR, ConfigError, Tables, _Reader, load_config, load_yaml
-from tagger.ops.hive_client import (AUTH_MODES, IDENTIFIER, HiveClient, HiveServer2AuthError, HiveServer2Error,
+from tagger.config import CONF_DIR, ConfigError, check_date, Tables, _Reader, load_config, load_yaml
+from tagger.ops.hive_client import (AUTH_MODES, IDENTIFIER, HiveClient, HiveServer2AuthError, HiveServer2Error,  # noqa: F401  (re-exported)
                                 HiveServer2Settings, HiveServer2Unreachable)
 
 DEFAULT_ORCHESTRATION = CONF_DIR / "orchestration.yaml"
@@ -256,7 +254,7 @@ def run_preflight(run_date: str, job_config: str | os.PathLike | None = None,
     Raises ConfigError (fix the config), HiveServer2AuthError (fix auth/credentials),
     HiveServer2Unreachable or HiveServer2QueryError (retry later).
     """
-    run_date = parse_date(run_date)
+    run_date = check_date(run_date)
     tables = load_config(job_config).tables
     orch = load_orchestration(orchestration)
     settings = hiveserver2 or orch.hiveserver2_settings()
@@ -264,54 +262,5 @@ def run_preflight(run_date: str, job_config: str | os.PathLike | None = None,
         return check(hs2, tables, orch, run_date, count_rows)
 
 
-def parse_date(value: str) -> str:
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(value)):
-        try:
-            return date.fromisoformat(value).isoformat()
-        except ValueError:
-            pass
-    raise ValueError(f"'{value}' is not a date of the form yyyy-MM-dd (e.g. 2024-01-05)")
-
-
-def _date_option(ctx, param, value):
-    try:
-        return parse_date(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
-
-
-@click.command("preflight", help="Check over HiveServer2 (PyHive) that the inputs of a run date are in Hive: the "
-                                 "pool partition, ASR/OCR and the tag dimension per the lag policy of "
-                                 "conf/orchestration.yaml. Exit 0 ready, 3 configuration/auth problem, "
-                                 "4 a required input is missing (retry later), 5 HiveServer2 unreachable "
-                                 "or failing (retry later).")
-@click.option("--date", "run_date", required=True, metavar="yyyy-MM-dd", callback=_date_option,
-              help="Run date: the pool partition pt to check.")
-@click.option("--config", "job_config", type=click.Path(dir_okay=False), default=None,
-              help="Job YAML config for the table names (default: the `tagger --config`, else conf/tagger.yaml).")
-@click.option("--orchestration", "orchestration", type=click.Path(dir_okay=False), default=None,
-              envvar=ORCHESTRATION_ENV, show_envvar=True,
-              help="HiveServer2 and lag-policy YAML (default: conf/orchestration.yaml).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--count-rows", is_flag=True, help="Also SELECT count(*) of the run date's pool partition.")
-@click.pass_context
-def preflight_command(ctx: click.Context, run_date: str, job_config: str | None, orchestration: str | None,
-                      fmt: str, count_rows: bool) -> None:
-    job_config = job_config or (ctx.obj or {}).get("config")
-    try:
-        report = run_preflight(run_date, job_config, orchestration, count_rows=count_rows)
-    except (ConfigError, HiveServer2AuthError) as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
-    except HiveServer2Error as exc:  # unreachable, or a statement failed on the server
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(EXIT_HIVESERVER2)
-    click.echo(report.to_json() if fmt == "json" else report.format())
-    sys.exit(report.exit_code)
-
-
-__all__ = ["preflight_command", "run_preflight", "load_orchestration", "check", "PreflightReport",
+__all__ = ["run_preflight", "load_orchestration", "check", "PreflightReport",
            "InputStatus", "OrchestrationConfig", "HiveServer2Unreachable", "EXIT_HIVESERVER2"]
-
-if __name__ == "__main__":  # python -m tagger.ops.preflight --date D [--config ...]  (before the CLI registers it)
-    preflight_command(prog_name="tagger preflight")

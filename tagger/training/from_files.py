@@ -154,27 +154,3 @@ def split_data(data: str, out: str, ratios=(0.8, 0.1, 0.1), seed: int = 0, fmt: 
                    else "its examples share rarer labels that could not all be spread")
             log(f"note: label {name} ({int(y[:, j].sum())} positives) is not in every split: {why}.")
     return counts
-
-
-@click.command("split", help="Split one labelled file (JSON lines or PaddleNLP text<TAB>labels) into "
-                             "OUT/train.jsonl, dev.jsonl and test.jsonl by iterative stratification (Sechidis "
-                             "et al. 2011): each split keeps about the label shares of the whole, and every label "
-                             "with at least 3 positives has positives in every split (a note names any label "
-                             "that could not be spread). Seconds, no Spark. "
-                             "Prints each split's label distribution; feed the files to `tagger train --data "
-                             "OUT/train.jsonl --dev OUT/dev.jsonl`.")
-@click.option("--data", required=True, type=click.Path(dir_okay=False), help="The labelled file to split.")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Directory for train.jsonl, dev.jsonl, test.jsonl (created; those files are replaced).")
-@click.option("--ratios", default="0.8,0.1,0.1", show_default=True, help="Shares of train,dev,test.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same data and seed, same split.")
-@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "paddle"]), default="auto", show_default=True,
-              help="Input format; auto: by extension (.jsonl/.json JSON lines, .tsv/.txt PaddleNLP), else sniffed.")
-@click.option("--labels-file", type=click.Path(dir_okay=False),
-              help="label.txt, one label per line: a label of the data not in it is an error; also the print order.")
-def split_command(data: str, out: str, ratios: str, seed: int, fmt: str, labels_file: str | None) -> None:
-    fractions = parse_ratios(ratios)
-    try:
-        split_data(data, out, fractions, seed, fmt, labels_file)
-    except DataError as exc:
-        _fail(exc)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import SparkSession
 
-from tagger.config import Config, ConfigError, HeadConf, TrainConf, tagger_home
+from tagger.config import Config, ConfigError, HeadConf, TrainConf, head_labels, tagger_home
 from tagger.job.extract import extract
 from tagger.job.normalize import normalize
 from tagger.sql_files import run_sql
@@ -56,17 +56,6 @@ def labelled_at_head_level(head: HeadConf, truth: pd.Series) -> np.ndarray:
     parent = head.parent
     below = parent + "/"
     return np.array([not (parent in tags and not any(t.startswith(below) for t in tags)) for tags in truth])
-
-
-def resolve_labels(head: HeadConf, tag_paths: list[str]) -> list[str]:
-    if head.train.labels is not None:
-        return list(head.train.labels)
-    prefix = head.parent + "/"
-    children = [p[len(prefix):] for p in tag_paths if p.startswith(prefix) and "/" not in p[len(prefix):]]
-    if not children:
-        raise ConfigError(f"head '{head.name}': train.labels is 'children' but {head.parent} has no active "
-                          f"children in the tag dimension.")
-    return children
 
 
 def export_splits(examples: pd.DataFrame, out: Path) -> None:
@@ -156,7 +145,7 @@ def train_all(spark: SparkSession, cfg: Config, dates: list[str], heads: list[st
     for head in cfg.heads:
         if head.train is None:
             continue
-        labels = resolve_labels(head, tag_paths)
+        labels = head_labels(head, tag_paths)
         targets = pd.Series(head_targets(head, labels, examples["labels"]), index=examples.index)
         if head.gate_by is not None and head.gate_by not in gate_positive:
             raise ConfigError(f"head '{head.name}' is gated by '{head.gate_by}', which has no train section in "

@@ -199,8 +199,9 @@ def test_predict_is_decide_of_predict_proba(calibrated):
 
 def test_build_spec_versions_carry_the_digest_and_summary_shows_reasons(calibrated):
     from tagger.config import HeadConf, load_config
-    from tagger.job.pipeline import RunSummary, build_spec
-    from tagger.udfs.rules import load_rules
+    from tagger.job.summary import RunSummary
+    from tagger.job.tag import build_spec
+    from tagger.rules_file import load_rules
 
     d, result, head, proba, _ = calibrated
     cfg = load_config()

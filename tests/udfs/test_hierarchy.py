@@ -15,7 +15,7 @@ from tagger.models.loading import load_head
 from tagger.models.training import train_head
 from tagger.config import CONF_DIR, HeadConf
 from tagger.udfs.hierarchy import SOURCE, add_implied_parents, ancestors_by_path
-from tagger.udfs.rules import load_rules
+from tagger.rules_file import load_rules
 from tagger.udfs.tagging import Tagger, TaggerSpec
 from tiny_data import DEV, LABELS, QUIET, TRAIN, make_data
 

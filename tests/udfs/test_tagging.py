@@ -2,7 +2,7 @@
 from dataclasses import replace
 
 from tagger.config import CONF_DIR, load_config
-from tagger.udfs.rules import load_rules
+from tagger.rules_file import load_rules
 from tagger.udfs.tagging import TaggerSpec
 
 
@@ -22,17 +22,17 @@ def test_fingerprint_changes_with_everything_a_cached_tagger_reads():
         assert changed.fingerprint != base.fingerprint
 
 
-def test_a_reused_worker_sets_the_specs_torch_threads_again(cfg, trained):
+def test_a_reused_worker_sets_the_specs_torch_threads_again(spark, cfg, trained):
     """A worker keeps its Taggers between tasks; another spec may have changed torch's threads
     since (tagger ablation runs 1 task x 2 threads between runs of 2 tasks x 1 thread)."""
     import torch
 
-    from tagger.measure.bench import bench_items, tag_index_of
-    from tagger.job.pipeline import build_spec
+    from tagger.job.tag import build_spec
+    from tagger.measure.inputs import bench_inputs
     from tagger.udfs.tagging import _WORKER_TAGGERS, get_tagger
 
     before = torch.get_num_threads()
-    spec = build_spec(cfg, tag_index_of(bench_items(20, cfg.text.max_chars)[1]), "generated", 1)[0]
+    spec = build_spec(cfg, bench_inputs(spark, cfg, 20)[1], "generated", 1)[0]
     try:
         first = get_tagger(spec)
         torch.set_num_threads(2)

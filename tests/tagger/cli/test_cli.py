@@ -6,7 +6,8 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from tagger.cli import date_range, main, subcommand_argv
+from tagger.cli import main
+from tagger.cli.common import date_range, subcommand_argv
 
 
 @pytest.mark.parametrize("args,needle", [

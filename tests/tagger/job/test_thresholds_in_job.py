@@ -7,7 +7,8 @@ import shutil
 from pyspark.sql import functions as F
 
 from tagger.config import load_config
-from tagger.job.pipeline import build_spec, load_tag_index, run_date
+from tagger.job.pipeline import run_date
+from tagger.job.tag import build_spec, load_tag_index
 from tagger.sql_files import run_sql
 from conftest import RUN_DATE, write_config
 

@@ -8,7 +8,8 @@ import json
 import pandas as pd
 from click.testing import CliRunner
 
-from tagger.measure.bench import REQUIRED_KEYS, bench_command, format_text, head_tags_agreement, tags_agreement
+from tagger.cli.measure_commands import bench_command
+from tagger.measure.bench import REQUIRED_KEYS, format_text, head_tags_agreement, tags_agreement
 
 
 def test_bench_runs_and_agrees_with_raw(spark, cfg_path, trained, tmp_path):

@@ -3,7 +3,7 @@ import pytest
 
 from tagger.config import ConfigError
 from tagger.config import CONF_DIR
-from tagger.udfs.rules import load_rules
+from tagger.rules_file import load_rules
 
 RULES = CONF_DIR / "autoshow_rules.yaml"
 

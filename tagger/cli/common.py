@@ -1,0 +1,115 @@
+"""What every `tagger` command shares: date options, config loading, the Spark session, and the
+mapping of the job's known failures to one clear line and an exit code."""
+from __future__ import annotations
+
+import re
+import sys
+from datetime import date, timedelta
+
+import click
+
+from tagger.config import ConfigError, check_date, load_config
+
+DEMO_START, DEMO_DAYS, DEMO_ITEMS = "2024-01-01", 5, 100_000
+DEMO_DATE = "2024-01-05"  # the last seeded day; the models train on the days before it
+READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN)\b", re.IGNORECASE)
+# `WITH t AS (...) INSERT ...` starts like a query: refuse any writing keyword anywhere (a string
+# literal holding one of these words is refused too; quote around it with a LIKE pattern instead).
+WRITES = re.compile(r"\b(INSERT|MERGE|CREATE|DROP|ALTER|TRUNCATE|DELETE|UPDATE|LOAD|REPLACE|MSCK|REFRESH|"
+                    r"CACHE|UNCACHE|SET|RESET|ADD|GRANT|REVOKE|ANALYZE|REPAIR|USE)\b", re.IGNORECASE)
+EXIT_CONFIG, EXIT_MISSING_INPUT, EXIT_LOCKED = 3, 4, 5
+
+
+def parse_date(value: str, name: str = "date") -> str:
+    """`value` if it is a real date written yyyy-MM-dd; else click.BadParameter naming --`name`."""
+    try:
+        return check_date(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc}.", param_hint=f"--{name}") from None
+
+
+class DateType(click.ParamType):
+    """A click option type for yyyy-MM-dd dates (see parse_date)."""
+    name = "yyyy-MM-dd"
+
+    def convert(self, value, param, ctx):
+        return parse_date(value, param.name if param else "date")
+
+
+DATE = DateType()
+
+
+def subcommand_argv(command: str, args: list[str]) -> list[str]:
+    """argv for `main` from a job's arguments: a --config anywhere moves before the subcommand,
+    where the `tagger` group expects it (spark-submit jobs/tag_daily.py --date D --config C)."""
+    if "--config" in args:
+        i = args.index("--config")
+        return ["--config", *args[i + 1:i + 2], command, *args[:i], *args[i + 2:]]
+    return [command, *args]
+
+
+def date_range(start: str, end: str) -> list[str]:
+    """Every date from start to end, both included, as yyyy-MM-dd strings."""
+    d0, d1 = date.fromisoformat(start), date.fromisoformat(end)
+    return [(d0 + timedelta(days=i)).isoformat() for i in range((d1 - d0).days + 1)]
+
+
+def load_job_config(ctx: click.Context):
+    """Load and validate the config before Spark starts."""
+    try:
+        return load_config(ctx.obj["config"])
+    except ConfigError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def session(cfg, app: str):
+    """A SparkSession built from the config (tagger.ops.spark_session.build_session)."""
+    from tagger.ops.spark_session import build_session
+
+    return build_session(cfg, app)
+
+
+def guarded(fn):
+    """Turn the job's known failures into one clear line and an exit code, not a traceback."""
+    from pyspark.errors import PySparkException
+
+    from tagger.models.spec import ArtifactError
+    from tagger.models.data import DataError
+    from tagger.job.extract import MissingInputError
+    from tagger.job.audit import InvariantError
+    from tagger.ops.run_lock import RunLockedError
+
+    try:
+        return fn()
+    except (ConfigError, ArtifactError, DataError) as exc:  # DataError: e.g. a head with no positives to learn
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except MissingInputError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_MISSING_INPUT)
+    except RunLockedError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_LOCKED)
+    except InvariantError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except PySparkException as exc:
+        if "Another instance of Derby may have already booted" in str(exc):
+            _derby_busy()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        click.echo(f"Error: Spark refused the statement: {first}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        if "Another instance of Derby may have already booted" not in str(exc):
+            raise
+        _derby_busy()
+
+
+def _derby_busy():
+    from tagger.config import tagger_home
+
+    click.echo(f"Error: the embedded metastore {tagger_home() / 'metastore_db'} is in use by another "
+               f"process (a tagger command or a Thrift Server on the same TAGGER_HOME). Derby allows one "
+               f"process at a time: wait for it to finish, or use another TAGGER_HOME.", err=True)
+    sys.exit(EXIT_LOCKED)

@@ -1,0 +1,172 @@
+"""The daily job's commands, for data engineers and schedulers: run, backfill, demo, seed, sql,
+preflight. Exit codes: see tagger.cli.common (0 done, 2 usage, 3 config/artifact, 4 missing
+input, 5 locked or HiveServer2 unreachable, 1 anything else)."""
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from datetime import date, timedelta
+
+import click
+
+from tagger.cli.common import (DATE, DEMO_DATE, DEMO_DAYS, DEMO_ITEMS, DEMO_START, READ_ONLY, WRITES, date_range,
+                               guarded, load_job_config, session)
+
+
+@click.command(help="Tag one day: read the day's pool, ASR and OCR, tag every selected item and "
+                   "overwrite exactly that dt partition of the output tables. Rerunning a date replaces "
+                   "its partition; other dates are untouched.")
+@click.option("--date", "run_date", type=DATE, required=True, help="Run date: the pool partition pt to tag.")
+@click.pass_context
+def run(ctx: click.Context, run_date: str) -> None:
+    cfg = load_job_config(ctx)
+    from tagger.job.pipeline import run_date as run_one
+
+    spark = session(cfg, f"tagger-run-{run_date}")
+    summary = guarded(lambda: run_one(spark, cfg, run_date))
+    click.echo(summary.format())
+
+
+@click.command(help="Tag every date from --start to --end (inclusive), in date order, in one Spark session. "
+                   "Stops at the first failing date and names it; dates before it are done, rerun from it.")
+@click.option("--start", type=DATE, required=True, help="First date (yyyy-MM-dd).")
+@click.option("--end", type=DATE, required=True, help="Last date, inclusive (yyyy-MM-dd).")
+@click.pass_context
+def backfill(ctx: click.Context, start: str, end: str) -> None:
+    if start > end:
+        raise click.BadParameter(f"--start {start} is after --end {end}.", param_hint="--start/--end")
+    cfg = load_job_config(ctx)
+    from tagger.job.pipeline import run_date as run_one
+
+    spark = session(cfg, f"tagger-backfill-{start}-{end}")
+    dates = date_range(start, end)
+    for i, day in enumerate(dates, 1):
+        click.echo(f"[{i}/{len(dates)}] {day}")
+        try:
+            summary = guarded(lambda: run_one(spark, cfg, day))
+        except SystemExit:
+            click.echo(f"Backfill stopped at {day}: {i - 1} of {len(dates)} dates done. "
+                       f"Fix the error above, then rerun with --start {day} --end {end}.", err=True)
+            raise
+        click.echo(summary.format())
+
+
+@click.command(help="Generate deterministic demo data and write it into the source tables of the config "
+                   "(production names) in the embedded catalog: pool, ASR, OCR, tag dimension, true labels.")
+@click.option("--items", type=click.IntRange(min=1), default=DEMO_ITEMS, show_default=True,
+              help="Items the team's filter selects, over all days (about 8% more rows are written).")
+@click.option("--start", type=DATE, default=DEMO_START, show_default=True, help="First day.")
+@click.option("--days", type=click.IntRange(min=1), default=DEMO_DAYS, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.pass_context
+def seed(ctx: click.Context, items: int, start: str, days: int, seed: int) -> None:
+    cfg = load_job_config(ctx)
+    from tagger.demo.seed import seed as seed_demo
+
+    spark = session(cfg, "tagger-seed")
+    guarded(lambda: seed_demo(spark, cfg, items, start, days, seed=seed, log=click.echo))
+
+
+@click.command(help=f"Seed demo data, train the demo models and tag the demo date ({DEMO_DATE}), "
+                   "all in the embedded catalog under $TAGGER_HOME. Seeding and training are skipped when "
+                   "their results exist already (use --fresh to redo them).")
+@click.option("--items", type=click.IntRange(min=1), default=DEMO_ITEMS, show_default=True)
+@click.option("--fresh", is_flag=True, help="Re-seed and retrain even if data and models exist.")
+@click.pass_context
+def demo(ctx: click.Context, items: int, fresh: bool) -> None:
+    cfg = load_job_config(ctx)
+    from pathlib import Path
+
+    from tagger.demo.seed import seed as seed_demo
+    from tagger.job.extract import partitions
+    from tagger.job.pipeline import run_date as run_one
+    from tagger.training.from_warehouse import train_all
+
+    spark = session(cfg, "tagger-demo")
+    started = time.perf_counter()
+    # The truth table is written last by the seed: its partition means the seed completed.
+    if fresh or f"pt={DEMO_DATE}" not in guarded(lambda: partitions(spark, cfg.tables.truth)):
+        click.echo("== seeding demo data")
+        guarded(lambda: seed_demo(spark, cfg, items, DEMO_START, DEMO_DAYS, log=click.echo))
+    missing = [h.name for h in cfg.heads if h.train and not (Path(h.path) / "tagger_head.json").is_file()]
+    if fresh or missing:  # a head added to the config later is trained alone
+        click.echo("== training demo models" + ("" if fresh else f": {', '.join(missing)}"))
+        train_end = (date.fromisoformat(DEMO_DATE) - timedelta(days=1)).isoformat()
+        guarded(lambda: train_all(spark, cfg, date_range(DEMO_START, train_end), None if fresh else missing,
+                                   log=click.echo))
+    click.echo(f"== tagging {DEMO_DATE}")
+    summary = guarded(lambda: run_one(spark, cfg, DEMO_DATE))
+    click.echo(summary.format())
+    click.echo(f"demo done in {time.perf_counter() - started:.0f}s. Look at the result with:\n"
+               f"  tagger sql \"SELECT itemid, tag_ids, gate_score FROM {cfg.tables.output} "
+               f"WHERE dt = '{DEMO_DATE}' LIMIT 10\"")
+
+
+@click.command(help="Run one read-only query (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN) against the configured "
+                   "catalog and print the rows. --format csv prints a header line and plain rows.")
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Print at most this many rows.")
+@click.pass_context
+def sql(ctx: click.Context, query: str, fmt: str, limit: int) -> None:
+    if not READ_ONLY.match(query) or WRITES.search(query) or ";" in query.strip().rstrip(";"):
+        raise click.BadParameter("only one read-only statement (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN) is allowed.",
+                                 param_hint="QUERY")
+    cfg = load_job_config(ctx)
+    spark = session(cfg, "tagger-sql")
+    guarded(lambda: _print_query(spark, query.strip().rstrip(";"), fmt, limit))
+
+
+def _print_query(spark, query: str, fmt: str, limit: int) -> None:
+    """Print up to `limit` rows of `query` as a table or CSV (header line, plain rows)."""
+    df = spark.sql(query)
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(df.columns)
+        writer.writerows([_plain(v) for v in row] for row in df.limit(limit).collect())
+    else:
+        df.show(n=limit, truncate=80)
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(str(_plain(v)) for v in value) + "]"
+    if hasattr(value, "asDict"):
+        return str(value.asDict())
+    return "" if value is None else value
+
+
+@click.command("preflight", help="Check over HiveServer2 (PyHive) that the inputs of a run date are in Hive: the "
+                                 "pool partition, ASR/OCR and the tag dimension per the lag policy of "
+                                 "conf/orchestration.yaml. Exit 0 ready, 3 configuration/auth problem, "
+                                 "4 a required input is missing (retry later), 5 HiveServer2 unreachable "
+                                 "or failing (retry later).")
+@click.option("--date", "run_date", required=True, metavar="yyyy-MM-dd", type=DATE,
+              help="Run date: the pool partition pt to check.")
+@click.option("--config", "job_config", type=click.Path(dir_okay=False), default=None,
+              help="Job YAML config for the table names (default: the `tagger --config`, else conf/tagger.yaml).")
+@click.option("--orchestration", "orchestration", type=click.Path(dir_okay=False), default=None,
+              envvar="TAGGER_ORCHESTRATION_CONFIG", show_envvar=True,
+              help="HiveServer2 and lag-policy YAML (default: conf/orchestration.yaml).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--count-rows", is_flag=True, help="Also SELECT count(*) of the run date's pool partition.")
+@click.pass_context
+def preflight_command(ctx: click.Context, run_date: str, job_config: str | None, orchestration: str | None,
+                      fmt: str, count_rows: bool) -> None:
+    from tagger.config import ConfigError
+    from tagger.ops.hive_client import HiveServer2AuthError, HiveServer2Error
+    from tagger.ops.preflight import EXIT_CONFIG, EXIT_HIVESERVER2, run_preflight
+
+    job_config = job_config or (ctx.obj or {}).get("config")
+    try:
+        report = run_preflight(run_date, job_config, orchestration, count_rows=count_rows)
+    except (ConfigError, HiveServer2AuthError) as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except HiveServer2Error as exc:  # unreachable, or a statement failed on the server
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_HIVESERVER2)
+    click.echo(report.to_json() if fmt == "json" else report.format())
+    sys.exit(report.exit_code)

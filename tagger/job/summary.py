@@ -1,0 +1,89 @@
+"""What one run did (`RunSummary`, printed and stored in the metrics table), how it is computed
+from the run's cached results, and the run id."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from tagger.config import Config
+from tagger.udfs.hierarchy import SOURCE as HIERARCHY
+
+
+@dataclass
+class RunSummary:
+    """One run's counts, tags, quarantine reasons, stage seconds (s), versions and model loads."""
+    run_date: str
+    run_id: str
+    items_selected: int = 0
+    items_tagged: int = 0
+    items_with_tags: int = 0
+    items_quarantined: int = 0
+    quarantine_rows: int = 0
+    tag_counts: dict[str, int] = field(default_factory=dict)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    model_version: str = ""
+    rules_version: str = ""
+    disabled_labels: list[str] = field(default_factory=list)
+    model_loads: int = 0  # heads loaded, summed over Python workers
+    python_workers: int = 0  # distinct Python worker processes that tagged
+    implied_parents: int = 0  # parent tags added because a child tag was emitted without its parent
+    rows_through_models: int = 0  # = items_tagged when the tag stage ran once (a recompute shows here)
+
+    def format(self) -> str:
+        """The summary as the lines `tagger run` prints."""
+        lines = [
+            f"run {self.run_date}  run_id={self.run_id}",
+            f"  items selected     {self.items_selected:>9,}",
+            f"  items tagged       {self.items_tagged:>9,}   ({self.items_with_tags:,} with at least one tag)",
+            f"  items quarantined  {self.items_quarantined:>9,}   ({self.quarantine_rows:,} quarantine rows in all)",
+        ]
+        for reason, n in sorted(self.quarantine_reasons.items(), key=lambda kv: -kv[1]):
+            lines.append(f"      {n:>7,}  {reason}")
+        lines.append("  tags:")
+        for path, n in sorted(self.tag_counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"      {n:>7,}  {path}")
+        if self.implied_parents:
+            lines.append(f"  {self.implied_parents:,} parent tags implied by a child tag the heads disagreed on "
+                         f"(source 'hierarchy')")
+        if self.disabled_labels:
+            lines.append("  labels switched off in their artifacts: " + ", ".join(self.disabled_labels))
+        lines.append(f"  models loaded {self.model_loads} times in {self.python_workers} Python worker(s); "
+                     f"{self.rows_through_models:,} rows through the models")
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
+        lines.append(f"  seconds: {stages}")
+        lines.append(f"  models: {self.model_version}   rules: {self.rules_version}")
+        return "\n".join(lines)
+
+
+def run_fingerprint(run_date: str, cfg: Config, model_version: str, rules_version: str) -> str:
+    """Deterministic run id "<date>-<10 hex>": same date, models, rules and config -> same id,
+    identical rows."""
+    payload = json.dumps([model_version, rules_version, cfg.raw], sort_keys=True, ensure_ascii=False, default=str)
+    return f"{run_date}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
+
+
+
+
+def tag_counts(tagged: DataFrame) -> tuple[dict[str, int], int, int]:
+    """From the tagged items (OUTPUT_SCHEMA columns): ({tag path: items carrying it}, parent tags
+    implied by the hierarchy, items with at least one tag)."""
+    counts: dict[str, int] = {}
+    implied = 0
+    for r in (tagged.select(F.explode("tags").alias("t"))
+              .groupBy(F.col("t.tag_path").alias("tag_path"), F.col("t.source").alias("source"))
+              .agg(F.count("*").alias("n")).collect()):
+        counts[r["tag_path"]] = counts.get(r["tag_path"], 0) + r["n"]
+        implied += r["n"] if r["source"] == HIERARCHY else 0
+    return counts, implied, tagged.filter(F.size("tags") > 0).count()
+
+
+def quarantine_reasons(quarantine: DataFrame) -> dict[str, int]:
+    """{reason code (the part before any ':'): quarantine rows} of the run's quarantine rows."""
+    return {r["reason"]: r["n"] for r in quarantine
+            .select(F.regexp_extract("reason", r"^[^:]*", 0).alias("reason"))
+            .groupBy("reason").agg(F.count("*").alias("n")).collect()}
