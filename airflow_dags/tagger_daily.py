@@ -18,7 +18,7 @@ Days are UTC days, like the job's `spark.sql.session.timeZone`.
 
 Tasks: preflight >> tag_daily
 - preflight: a sensor (reschedule mode, no worker slot held while waiting) that asks HiveServer2,
-  with tagger/preflight.py (the code behind `tagger preflight`), whether the day's pool partition
+  with tagger/ops/preflight.py (the code behind `tagger preflight`), whether the day's pool partition
   exists and ASR/OCR/tag dimension are within the lag policy of conf/orchestration.yaml. If they are
   still missing `preflight.max_wait_hours` after the day ended, it fails (no retry) naming each missing
   partition. Unreachable HiveServer2: retried with backoff. Bad config or credentials: fails at once.

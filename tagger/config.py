@@ -30,11 +30,15 @@ class ConfigError(ValueError):
 
 
 def tagger_home() -> Path:
+    """$TAGGER_HOME (default ./.tagger) as an absolute path; it need not exist."""
     return Path(os.environ.get("TAGGER_HOME", "./.tagger")).resolve()
 
 
 @dataclass(frozen=True)
 class Tables:
+    """The `tables:` section: each a `db.table` name. Read: pool, asr, ocr (video speech and screen
+    text), tag_dim (the tag dimension); written: output, quarantine, metrics; truth is demo only
+    (true labels, read by `tagger train`)."""
     pool: str
     asr: str
     ocr: str
@@ -47,6 +51,10 @@ class Tables:
 
 @dataclass(frozen=True)
 class HeadConf:
+    """One entry of `heads:`. name: lower-case id (at most 32 characters); path: the head's artifact
+    directory (${TAGGER_HOME} and ${CONF_DIR} expanded); parent: the tag path its labels go under
+    (no leading/trailing "/"); gate_by: an earlier head whose first label must pass, or None;
+    train: the `train:` section (used by `tagger train` only), or None."""
     name: str
     path: str
     parent: str
@@ -80,6 +88,8 @@ def head_labels(head: HeadConf, tag_paths) -> list[str]:
 
 @dataclass(frozen=True)
 class TrainConf:
+    """A head's `train:` section as validated by load_config (see the field comments); read by
+    `tagger train` only, never by the daily job."""
     arch: str  # textcnn | bert | ensemble
     labels: tuple[str, ...] | None  # None: the active children of the head's parent
     options: dict[str, Any] = field(default_factory=dict)  # epochs, max_length, lr, batch_size, ...
@@ -93,12 +103,17 @@ class TrainConf:
 
 @dataclass(frozen=True)
 class TextConf:
+    """The `text:` section. max_chars: budget per doc_text part (title, summary, ocr, asr), in
+    characters; speech_text_fields: the field(s) holding the text in an ASR/OCR JSON array of objects."""
     max_chars: dict[str, int]
     speech_text_fields: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class TaggingConf:
+    """The `tagging:` section. batch_size: texts per forward pass; arrow_max_records_per_batch: rows per
+    Arrow batch handed to the UDF; partitions / torch_threads: None means 'auto'
+    (spark.default.parallelism / spark.task.cpus)."""
     batch_size: int
     arrow_max_records_per_batch: int
     partitions: int | None  # None: spark.default.parallelism
@@ -107,6 +122,8 @@ class TaggingConf:
 
 @dataclass(frozen=True)
 class SparkConf:
+    """The `spark:` section. catalog: 'embedded' (local Derby metastore under $TAGGER_HOME) or
+    'external' (the cluster's metastore); master: e.g. local[2]; conf: extra Spark settings, as strings."""
     catalog: str
     master: str
     conf: dict[str, str]
@@ -114,6 +131,10 @@ class SparkConf:
 
 @dataclass(frozen=True)
 class Config:
+    """The whole validated job config (built by load_config). source: the YAML file's path;
+    speech_lookback_days / speech_late_days: the ASR/OCR partition window around a run date, in days;
+    rules_path: the rules YAML; gate_head: the name of one of `heads`; lock_dir and
+    lock_stale_after_hours (hours): the run lock; raw: the parsed YAML mapping as read."""
     source: str
     tables: Tables
     speech_lookback_days: int
@@ -251,6 +272,8 @@ def expand(value: str, conf_dir: Path) -> str:
 
 
 def load_yaml(path: Path) -> Any:
+    """The parsed content of the YAML file at `path` (any YAML value; None for an empty file).
+    Raises ConfigError if the file does not exist or is not valid YAML."""
     if not path.is_file():
         raise ConfigError(f"{path}: file not found. Pass --config with the path of the job's YAML config.")
     try:
@@ -260,6 +283,11 @@ def load_yaml(path: Path) -> Any:
 
 
 def load_config(path: str | os.PathLike | None = None) -> Config:
+    """Read and validate the job config at `path` (default: the shipped conf/tagger.yaml) into a
+    Config; paths in it are expanded relative to the file's folder (${CONF_DIR}). Raises ConfigError,
+    naming the file and the key, for a missing or unreadable file, a missing key, a wrong type, or an
+    invalid value (table name not db.table, bad head name, duplicate head, unknown gate_by or
+    gate_head, bad train section, unknown catalog, ...)."""
     path = Path(path) if path else DEFAULT_CONFIG
     source = str(path)
     root = _Reader(source, load_yaml(path))

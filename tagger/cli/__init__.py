@@ -30,9 +30,12 @@ class LazyGroup(click.Group):
     """A click group whose subcommands are imported on first use (click's documented pattern)."""
 
     def list_commands(self, ctx):
+        """The subcommand names of COMMANDS, sorted (nothing is imported)."""
         return sorted(COMMANDS)
 
     def get_command(self, ctx, name):
+        """The click command `name`, its module imported now; None for a name not in COMMANDS (click
+        then reports "No such command"). An ImportError of the command's module propagates."""
         if name not in COMMANDS:
             return None
         module, attr = COMMANDS[name].split(":")

@@ -33,6 +33,8 @@ class DateType(click.ParamType):
     name = "yyyy-MM-dd"
 
     def convert(self, value, param, ctx):
+        """`value` (a string) as the same yyyy-MM-dd string; click.BadParameter naming the option
+        if it is not a real date."""
         return parse_date(value, param.name if param else "date")
 
 

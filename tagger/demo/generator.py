@@ -106,6 +106,10 @@ _ALL_SERIES = [s for b in _BRAND_NAMES for s in V.BRANDS[b]]
 
 @dataclass
 class DemoData:
+    """What generate returns, as pandas DataFrames in the source tables' layout. pool: itemid, title,
+    summary, relate_app_tag_id, dtype, recommend_grade, gc, create_time, pt; asr: id, video_id,
+    result_asr, dt; ocr: id, video_id, ocr_info, dt; tag_dim: id, tag_name, tag_path, tag_path_name,
+    tag_type_name, status, dt; truth: itemid, pt, labels (list of tag names), ambiguous, mislabelled."""
     pool: pd.DataFrame
     asr: pd.DataFrame
     ocr: pd.DataFrame

@@ -43,6 +43,10 @@ def write_demo(spark: SparkSession, cfg: Config, data: DemoData) -> dict[str, in
 
 def seed(spark: SparkSession, cfg: Config, items: int, start_date: str, days: int, seed: int = 7,
          log=print) -> dict[str, int]:
+    """Generate demo data (`items` selected items over `days` days from `start_date`, yyyy-MM-dd) and
+    write it into cfg.tables' pool, asr, ocr, tag_dim and truth tables (created if missing; only the
+    generated partitions are overwritten). Returns {table name: rows written}; progress and times
+    (seconds) go to `log`. ValueError from generate if items < 0 or days < 1."""
     started = time.perf_counter()
     data = generate(items, start_date, days, seed=seed)
     log(f"generated {items:,} items over {days} days from {start_date} in {time.perf_counter() - started:.1f}s")

@@ -15,6 +15,7 @@ class MissingInputError(RuntimeError):
 
 @dataclass
 class Sources:
+    """One run date's inputs as lazy DataFrames (see extract for their columns)."""
     pool: DataFrame
     asr: DataFrame
     ocr: DataFrame
@@ -32,8 +33,11 @@ def partitions(spark: SparkSession, table: str) -> list[str]:
 def check_inputs(spark: SparkSession, cfg: Config, run_date: str) -> None:
     """Fail before any heavy work if a source table, the pool partition or the tag snapshot is missing.
 
-    ASR/OCR partitions are optional for a run (speech lands late; an item without it is
-    tagged from its title and summary), their tables are not.
+    Reads catalog metadata only (no scan); `run_date` is yyyy-MM-dd. Returns None when the run can
+    go ahead. Raises MissingInputError when one of cfg.tables' pool, asr, ocr or tag_dim tables does
+    not exist, when the pool has no partition pt=<run_date>, or when the tag dimension has no
+    snapshot dt <= run_date. ASR/OCR partitions are optional for a run (speech lands late; an item
+    without it is tagged from its title and summary), their tables are not.
     """
     t = cfg.tables
     for table in (t.pool, t.asr, t.ocr, t.tag_dim):
@@ -48,6 +52,13 @@ def check_inputs(spark: SparkSession, cfg: Config, run_date: str) -> None:
 
 
 def extract(spark: SparkSession, cfg: Config, run_date: str) -> Sources:
+    """The run date's inputs (sql/extract_*.sql), lazy, with bound parameters. pool: itemid, title,
+    summary, relate_app_tag_id, dtype, recommend_grade, gc, create_time of partition pt=run_date
+    after the team's filter (duplicates kept); asr / ocr: id, video_id, raw (the JSON payload), dt
+    for partitions dt in [run_date - speech_lookback_days, run_date + speech_late_days], empty
+    payloads dropped; tag_dim: id, tag_name, tag_path, tag_path_name of the active content tags in
+    the newest snapshot dt <= run_date. A missing table raises pyspark's AnalysisException here:
+    call check_inputs first for a MissingInputError."""
     t = cfg.tables
     window = dict(run_date=run_date, lookback_days=cfg.speech_lookback_days, late_days=cfg.speech_late_days)
     return Sources(

@@ -21,12 +21,13 @@ from tagger.job.payloads import parse_speech
 QUARANTINE_COLUMNS = ["itemid", "source", "scope", "reason", "raw_excerpt"]
 ITEM_COLUMNS = ["itemid", "dtype", "doc_text", "has_asr", "has_ocr"]
 EXCERPT_CHARS = 200
-VIDEO_DTYPE = "yichehao_video"  # the only dtype whose items have ASR/OCR rows (DOMAIN.md)
+VIDEO_DTYPE = "yichehao_video"  # the only dtype whose items have ASR/OCR rows (docs/domain.md)
 CREATE_TIME = r"^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}:\d{2}(\.\d+)?)?$"
 
 
 @dataclass
 class Normalized:
+    """What normalize returns: two lazy DataFrames, the items to tag and the quarantined rows."""
     items: DataFrame  # ITEM_COLUMNS, one row per usable itemid
     quarantine: DataFrame  # QUARANTINE_COLUMNS
 
@@ -41,12 +42,15 @@ def _row_as_text(*cols: str) -> Column:
 
 
 def clean_text(col: Column) -> Column:
-    """Control/format characters and runs of whitespace become one space; trimmed; NULL -> ''."""
+    """A string Column with control/format characters and runs of whitespace as one space, trimmed;
+    NULL becomes ''. Never NULL."""
     return F.trim(F.regexp_replace(F.coalesce(col, F.lit("")), r"[\p{Cc}\p{Cf}\p{Z}\s]+", " "))
 
 
 def speech_parser(fields: Sequence[str]):
-    """Arrow-batched UDF: raw JSON -> struct(text, error) (see tagger.job.payloads)."""
+    """An Arrow-batched pandas UDF: a string column of raw ASR/OCR JSON -> struct(text string, error
+    string), per row as tagger.job.payloads.parse_speech with `fields` (the object fields holding
+    the text). (NULL, NULL): nothing to read; (NULL, reason): a bad payload; never raises on bad JSON."""
     fields = tuple(fields)
 
     @pandas_udf("text string, error string")
@@ -59,7 +63,11 @@ def speech_parser(fields: Sequence[str]):
 
 def dedupe_pool(pool: DataFrame) -> tuple[DataFrame, DataFrame]:
     """One row per itemid. Exact duplicate rows are merged (the team's SELECT DISTINCT); among
-    rows of one itemid that differ, the latest create_time wins and the others are quarantined."""
+    rows of one itemid that differ, the latest create_time wins and the others are quarantined.
+
+    `pool`: the extracted pool (itemid, title, summary, dtype, create_time and any other columns).
+    Returns (kept: the same columns, one row per non-blank itemid; quarantine: QUARANTINE_COLUMNS,
+    source 'pool': NULL/blank itemids with scope 'item', losing duplicates with scope 'row')."""
     blank = F.col("itemid").isNull() | (F.trim("itemid") == "")
     raw = _row_as_text("itemid", "title", "summary", "dtype", "create_time")
     bad_ids = _quarantine(pool.filter(blank), F.col("itemid"), "pool", "item",
@@ -76,8 +84,10 @@ def dedupe_pool(pool: DataFrame) -> tuple[DataFrame, DataFrame]:
 def latest_speech(rows: DataFrame, videos: DataFrame, source: str, fields: Sequence[str]) -> tuple[DataFrame, DataFrame]:
     """Parse ASR/OCR rows of the run's videos; keep the latest usable row per video.
 
-    `rows`: id, video_id, raw, dt. `videos`: the run's video itemids (column itemid).
-    Returns (video_id, text) and the quarantine rows of the payloads that could not be parsed.
+    `rows`: id, video_id, raw, dt. `videos`: the run's video itemids (column itemid). `source`:
+    'asr' or 'ocr'; `fields`: the object fields holding the text (text.speech_text_fields).
+    Returns (latest: video_id, <source>_text, one row per video with usable speech, the newest dt
+    then id winning; bad: QUARANTINE_COLUMNS rows, scope 'row', reason '<source>_<parse error>').
     Rows of videos outside this run are ignored here: they are another day's concern.
     """
     parse = speech_parser(fields)
@@ -93,7 +103,8 @@ def latest_speech(rows: DataFrame, videos: DataFrame, source: str, fields: Seque
 
 
 def build_doc_text(title: Column, summary: Column, ocr: Column, asr: Column, text: TextConf) -> Column:
-    """title。summary。OCR。ASR, each cleaned and cut to its own budget (conf text.max_chars)."""
+    """A string Column: title。summary。OCR。ASR, each cleaned (clean_text) and cut to its own budget
+    of text.max_chars (characters); empty parts are left out, so '' when all four are empty/NULL."""
     budget = text.max_chars
     parts = [F.substring(clean_text(c), 1, budget[name])
              for name, c in (("title", title), ("summary", summary), ("ocr", ocr), ("asr", asr))]
@@ -101,6 +112,15 @@ def build_doc_text(title: Column, summary: Column, ocr: Column, asr: Column, tex
 
 
 def normalize(pool: DataFrame, asr: DataFrame, ocr: DataFrame, text: TextConf) -> Normalized:
+    """The run's items ready to tag, and every source row that could not be used (lazy, pure).
+
+    pool: a DataFrame with itemid, title, summary, dtype, create_time (as extract returns it);
+    asr / ocr: id, video_id, raw, dt. Returns Normalized(items: ITEM_COLUMNS = itemid, dtype,
+    doc_text (build_doc_text with `text`), has_asr, has_ocr, one row per itemid with a non-empty
+    doc_text; quarantine: QUARANTINE_COLUMNS = itemid, source, scope, reason, raw_excerpt (first
+    EXCERPT_CHARS characters)). Bad data never raises: it is quarantined (see dedupe_pool,
+    latest_speech; also malformed_create_time rows and empty_text items). A missing input column
+    raises pyspark's AnalysisException."""
     items, pool_bad = dedupe_pool(pool)
     videos = items.filter(F.col("dtype") == VIDEO_DTYPE).select("itemid")
     asr_text, asr_bad = latest_speech(asr, videos, "asr", text.speech_text_fields)

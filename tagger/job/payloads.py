@@ -1,6 +1,6 @@
 """Parsing of the ASR (`result_asr`) and OCR (`ocr_info`) JSON payloads.
 
-The exact JSON is undocumented (DOMAIN.md): accepted are a JSON array of strings, or an array
+The exact JSON is undocumented (docs/domain.md): accepted are a JSON array of strings, or an array
 of objects carrying the text in one of the configured fields (e.g. `text`). Anything else is
 bad input: the row is quarantined with the reason this module returns, the item is still tagged
 from its other text.

@@ -66,6 +66,9 @@ def overwrite_partition(spark: SparkSession, df: DataFrame, table: str, dt: str,
 
 
 def append_partition(spark: SparkSession, df: DataFrame, table: str, dt: str) -> None:
+    """Add df's rows to partition dt (yyyy-MM-dd) of `table`; existing rows stay. df must hold every
+    column of the table but dt (selected by name; extra columns are ignored); a missing column
+    raises pyspark's AnalysisException."""
     _insert(spark, df, table, dt, overwrite=False)
 
 

@@ -168,6 +168,8 @@ def _run_ablation(spark, cfg, n_items: int, seed: int, with_spark: bool, log, re
 
 
 def format_text(r: dict) -> str:
+    """The run_ablation report `r` as a multi-line text table: per variant median seconds, items/s,
+    rows scored and time relative to the baseline, then the Spark settings (if measured)."""
     lines = [f"tagger ablation: {r['items']:,} items, heads {', '.join(r['config']['heads'])}, model work only "
              f"(no Spark), 1 torch thread; seconds are the median of {r['config']['repeats']} runs", "",
              f"  {'variant':<42} {'seconds':>8} {'items/s':>9} {'rows scored':>12} {'x baseline time':>16}"]

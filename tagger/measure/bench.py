@@ -162,9 +162,11 @@ class ListParam(AccumulatorParam):
     """Accumulates lists (per-partition statistics from the workers)."""
 
     def zero(self, value):
+        """The empty list (an accumulator's start value; `value` is ignored)."""
         return []
 
     def addInPlace(self, a, b):
+        """A new list: the items of `a` then those of `b`."""
         return list(a) + list(b)
 
 
@@ -237,6 +239,9 @@ _BENCH_HEADS: dict[str, list] = {}  # spec fingerprint -> [(HeadConf, LoadedHead
 
 
 def bench_heads(spec) -> list:
+    """[(HeadConf/HeadRef, LoadedHead)] for spec.heads, in config order, loaded once per Python worker
+    (cached by spec.fingerprint) on spec.device with spec.torch_threads torch threads. Raises
+    ArtifactError if a head directory cannot be loaded."""
     heads = _BENCH_HEADS.get(spec.fingerprint)
     if heads is None:
         import torch
@@ -280,10 +285,15 @@ def _cascade(heads, texts: list[str], batch_size: int) -> list[list[float | None
 
 
 def row_scores(spec, text) -> list[float | None]:
+    """One text's cascade scores (NULL text as ''): every label of every head in config order, None
+    for a head whose gate did not pass; heads from bench_heads (the row_udf floor)."""
     return _cascade(bench_heads(spec), ["" if text is None else text], 1)[0]
 
 
 def reload_scores(spec, texts: pd.Series, loads) -> pd.Series:
+    """A Series of per-text score lists (as row_scores) for one Arrow batch of texts (NULL as ''),
+    the heads loaded anew for this call and `loads` (a Spark accumulator) incremented by 1: the
+    pandas_udf_reload floor. Raises ArtifactError if a head cannot be loaded."""
     import torch
 
     from tagger.models.loading import load_head
@@ -300,6 +310,8 @@ def reload_scores(spec, texts: pd.Series, loads) -> pd.Series:
 # ---------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Measure:
+    """One variant's timing: `items` tagged in `seconds` (wall clock), a free-text note, and the peak
+    RSS in MB (VmHWM of the Python workers, or the driver for raw; None when not measured)."""
     name: str
     items: int
     seconds: float
@@ -308,6 +320,7 @@ class Measure:
 
     @property
     def items_per_s(self) -> float:
+        """items / seconds; inf when seconds is 0."""
         return self.items / self.seconds if self.seconds > 0 else float("inf")
 
 
@@ -320,6 +333,10 @@ def _tag_in_chunks(tagger, items: pd.DataFrame, chunk: int) -> pd.DataFrame:
 
 
 def run_raw(spec, items: pd.DataFrame, chunk: int):
+    """The `raw` ceiling: build a Tagger for `spec` in this process and tag `items` (a pandas DataFrame
+    with itemid, dtype, doc_text) in `chunk`-row slices. Returns (seconds incl. model load, the
+    tagged DataFrame with OUTPUT_SCHEMA's columns, the Tagger, this process's peak RSS in MB). The
+    caller's torch thread count is restored. Raises ArtifactError if a head cannot be loaded."""
     from tagger.udfs.tagging import Tagger
 
     import torch
@@ -495,6 +512,13 @@ def tags_agreement(job: pd.DataFrame, raw: pd.DataFrame) -> tuple[float, int, fl
 def run_bench(cfg, n_items: int, model: str, models_dir: str | None, floor_items: int, skip_floors: bool,
               extras: bool = True, seed: int = 7, max_length: int | None = None, gate_share: float = 0.15,
               log=lambda msg: click.echo(msg, err=True)) -> dict:
+    """Run every variant (module docstring) on `n_items` generated items and return the report dict
+    (REQUIRED_KEYS, ratios against TARGETS, per-variant items/s, seconds and peak RSS in MB, job
+    partition timings, config) that format_text prints. `model`: 'demo' (the config's heads, or
+    <models_dir>/<head>) or 'bert-base' (random-weight heads built in models_dir or a temp dir,
+    max_length tokens, the gate passing `gate_share` of texts). Floors run on min(n_items,
+    floor_items) items unless skip_floors. Raises ArtifactError for a missing or unreadable head
+    and ConfigError for a label the tag dimension lacks."""
     import torch
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql import functions as F
@@ -693,6 +717,7 @@ def run_bench(cfg, n_items: int, model: str, models_dir: str | None, floor_items
 
 
 def format_text(r: dict) -> str:
+    """The run_bench report `r` as a multi-line human-readable text (no trailing newline)."""
     lines = [f"tagger bench: {r['items']:,} items, model {r['model']}, device {r['device']} ({r['device_name']})", "",
              f"  {'variant':<20} {'items':>8} {'seconds':>9} {'items/s':>10}  peak RSS MB  note"]
     for name, v in r["variants"].items():

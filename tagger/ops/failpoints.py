@@ -1,6 +1,8 @@
 """Fault injection for the reliability tests, switched on by one environment variable:
 
     TAGGER_FAILPOINT=tag_after_batches:N    each tag task raises after N Arrow batches
+    TAGGER_FAILPOINT=tag_drop_rows:N        each tag task drops N rows of its first batch (a lost
+                                            row: the invariant check must refuse the write)
     TAGGER_FAILPOINT=write_stall_seconds:S  the output write stalls S seconds inside its Spark
                                             job (files half-written in staging), so a test can
                                             kill the driver mid-write
@@ -17,6 +19,8 @@ import pandas as pd
 
 
 def failpoint(name: str) -> int | None:
+    """N (a non-negative int) when TAGGER_FAILPOINT is `name:N`; None when it is unset, names another
+    failpoint, or N is not a plain digit string. Never raises."""
     point, _, value = os.environ.get("TAGGER_FAILPOINT", "").partition(":")
     return int(value) if point == name and value.isdigit() else None
 

@@ -41,6 +41,9 @@ class HiveServer2QueryError(HiveServer2Error):
 
 @dataclass(frozen=True)
 class HiveServer2Settings:
+    """Where and how to reach HiveServer2: host, port, username, auth (one of AUTH_MODES), password
+    (LDAP only), kerberos_service_name (KERBEROS only), the session's database, and the socket
+    timeout in seconds for connect, handshake and each statement."""
     host: str
     port: int = 10000
     username: str = "etl"
@@ -52,6 +55,7 @@ class HiveServer2Settings:
 
     @property
     def endpoint(self) -> str:
+        """'host:port (auth MODE, user NAME)' for messages; never the password."""
         return f"{self.host}:{self.port} (auth {self.auth}, user {self.username})"
 
 
@@ -112,6 +116,11 @@ class HiveClient:
 
     @classmethod
     def connect(cls, settings: HiveServer2Settings) -> "HiveClient":
+        """Open a session with `settings` (a TCP probe first, then the Thrift/SASL handshake).
+        Raises HiveServer2Unreachable when nothing answers at host:port within timeout_seconds;
+        HiveServer2AuthError for an unknown auth mode, LDAP without a password, KERBEROS without a
+        service name or support, or a failed/timed-out handshake or refused session; ValueError when
+        settings.database is not a plain identifier."""
         from pyhive import hive
         from thrift.transport.TTransport import TTransportException
 
@@ -154,18 +163,24 @@ class HiveClient:
         return cls(settings, conn)
 
     def __enter__(self) -> "HiveClient":
+        """This client (the session is already open)."""
         return self
 
     def __exit__(self, *exc) -> None:
+        """Close the session; an exception from the block propagates."""
         self.close()
 
     def close(self) -> None:
+        """Close the session; errors while closing are swallowed (a broken session may not close)."""
         try:
             self._conn.close()
         except Exception:  # closing a broken session must not hide the error that broke it
             pass
 
     def query(self, sql: str, parameters: dict | None = None) -> list[tuple]:
+        """All result rows of `sql` as tuples, `parameters` bound by PyHive (%(name)s markers).
+        Raises HiveServer2QueryError when the statement fails or gets no answer within
+        settings.timeout_seconds."""
         cursor = self._conn.cursor()
         try:
             cursor.execute(sql, parameters)
@@ -183,11 +198,15 @@ class HiveClient:
                 pass
 
     def database_exists(self, db: str) -> bool:
+        """Whether database `db` exists (case-insensitive). ValueError if `db` is not a plain
+        identifier; HiveServer2QueryError if the server query fails."""
         _identifier(db)
         rows = self.query("SHOW DATABASES LIKE %(db)s", {"db": db})
         return any(db.lower() == str(v).lower() for row in rows for v in row)
 
     def table_exists(self, table: str) -> bool:
+        """Whether `table` (db.table) exists, its database included (case-insensitive). ValueError if
+        either part is not a plain identifier; HiveServer2QueryError if a server query fails."""
         db, name = _split_table(table)
         if not self.database_exists(db):
             return False
@@ -201,6 +220,9 @@ class HiveClient:
         return [row[0] for row in self.query(f"SHOW PARTITIONS {_identifier(db)}.{_identifier(name)}")]
 
     def count_rows(self, table: str, column: str, value: str) -> int:
+        """The number of rows of `table` (db.table) where `column` = `value` (a full count on the
+        server, e.g. one partition). ValueError for a non-identifier table or column name;
+        HiveServer2QueryError if the query fails or times out."""
         db, name = _split_table(table)
         rows = self.query(f"SELECT count(*) FROM {_identifier(db)}.{_identifier(name)} "
                           f"WHERE {_identifier(column)} = %(value)s", {"value": value})

@@ -43,6 +43,8 @@ DEFAULT_LAG = {"pool": 0, "asr": 2, "ocr": 2, "tag_dim": 7}
 
 @dataclass(frozen=True)
 class InputPolicy:
+    """The lag policy of one source (preflight.inputs.<name>): name (a key of INPUTS), its partition
+    column (pt or dt), the days its newest partition may lag the run date, and whether it blocks."""
     name: str
     partition_column: str
     max_lag_days: int
@@ -51,6 +53,10 @@ class InputPolicy:
 
 @dataclass(frozen=True)
 class OrchestrationConfig:
+    """conf/orchestration.yaml as validated by load_orchestration: source (the file's path), the
+    HiveServer2 settings without the password, password_env (the environment variable holding it,
+    LDAP only), one InputPolicy per source in INPUTS order, and max_wait_hours (hours the DAG waits
+    after the day ended)."""
     source: str
     hiveserver2: HiveServer2Settings  # password not filled in: see `password_env`
     password_env: str | None
@@ -141,6 +147,8 @@ def load_orchestration(path: str | os.PathLike | None = None) -> OrchestrationCo
 
 @dataclass
 class InputStatus:
+    """What pre-flight found for one source on the run date (see the field comments); `table` is the
+    job config's db.table name and days_behind the newest partition's lag in days."""
     name: str
     table: str
     partition: str  # the partition of the run date, e.g. pt=2024-01-05
@@ -153,9 +161,12 @@ class InputStatus:
 
     @property
     def blocking(self) -> bool:
+        """True when the input is required and its state is missing or no_table."""
         return self.required and self.state in ("missing", "no_table")
 
     def describe(self) -> str:
+        """One human-readable phrase for the state, e.g. 'present, 1,234 rows' or 'MISSING: newest
+        dt=2024-01-03 is 2 day(s) older (at most 1 allowed)'."""
         if self.state == "no_table":
             return "MISSING: table not found" if self.required else "table not found (not required)"
         if self.state == "present":
@@ -171,22 +182,28 @@ class InputStatus:
 
 @dataclass
 class PreflightReport:
+    """The result of check: the run date (yyyy-MM-dd), the HiveServer2 endpoint asked, and one
+    InputStatus per configured input."""
     run_date: str
     endpoint: str
     inputs: list[InputStatus] = field(default_factory=list)
 
     @property
     def ready(self) -> bool:
+        """True when no input is blocking."""
         return not any(s.blocking for s in self.inputs)
 
     @property
     def exit_code(self) -> int:
+        """EXIT_OK (0) when ready, else EXIT_MISSING_INPUT (4)."""
         return EXIT_OK if self.ready else EXIT_MISSING_INPUT
 
     def missing_summary(self) -> str:
+        """The blocking inputs as 'name table partition: description' joined by '; ' ('' if none)."""
         return "; ".join(f"{s.name} {s.table} {s.partition}: {s.describe()}" for s in self.inputs if s.blocking)
 
     def format(self) -> str:
+        """The report as text: a header line, one line per input, then a READY / NOT READY verdict."""
         lines = [f"pre-flight {self.run_date} on HiveServer2 {self.endpoint}"]
         width = max((len(s.table) for s in self.inputs), default=0)
         for s in self.inputs:
@@ -201,6 +218,8 @@ class PreflightReport:
         return "\n".join(lines)
 
     def to_json(self) -> str:
+        """The report as indented JSON: date, ready, exit_code, endpoint, and inputs (every
+        InputStatus field plus blocking)."""
         payload = {"date": self.run_date, "ready": self.ready, "exit_code": self.exit_code,
                    "endpoint": self.endpoint,
                    "inputs": [dict(asdict(s), blocking=s.blocking) for s in self.inputs]}
@@ -239,6 +258,11 @@ def _partition_value(spec: str, column: str) -> str | None:
 
 def check(hs2: HiveClient, tables: Tables, orch: OrchestrationConfig, run_date: str,
           count_rows: bool = False) -> PreflightReport:
+    """Check each input of `orch` for `run_date` (yyyy-MM-dd) on the open session `hs2`; table names
+    come from `tables` (the job config's). Metadata only, except that count_rows=True also counts
+    the pool's run-date partition. Returns the PreflightReport (a missing input is reported, not
+    raised). Raises HiveServer2QueryError if a server query fails, ValueError for a table name
+    that is not db.table of plain identifiers."""
     report = PreflightReport(run_date, hs2.settings.endpoint)
     for policy in orch.inputs:
         report.inputs.append(_status(hs2, policy, getattr(tables, policy.name), run_date,

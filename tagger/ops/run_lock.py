@@ -79,6 +79,11 @@ def _create(fs, hpath, payload: str) -> bool:
 
 @contextmanager
 def run_lock(spark: SparkSession, lock_dir: str, table: str, dt: str, stale_after_hours: float, log=print):
+    """Context manager: hold <lock_dir>/<table>/dt=<dt>.lock (a JSON file: host, pid, table, dt,
+    started_at, epoch) for the block and yield its path; removed when the block ends, well or badly.
+    A lock whose process on this host is gone, or older than stale_after_hours (hours), is taken over
+    with a warning to `log`. Raises RunLockedError when a live run holds it, or another run took it
+    over at the same moment."""
     path = f"{lock_dir.rstrip('/')}/{table}/dt={dt}.lock"
     fs, hpath = _fs_path(spark, path)
     now = datetime.now(timezone.utc)

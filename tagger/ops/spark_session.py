@@ -24,6 +24,11 @@ def embedded_catalog_conf() -> dict[str, str]:
 
 
 def build_session(cfg: Config, app_name: str = "tagger") -> SparkSession:
+    """The SparkSession for `cfg` (getOrCreate, Hive support on, log level WARN): Arrow on with
+    tagging.arrow_max_records_per_batch rows per batch, dynamic partition overwrite, the embedded
+    catalog's warehouse/metastore under $TAGGER_HOME when spark.catalog is 'embedded', the worker
+    daemon in local mode, then cfg.spark.conf (which wins). spark.master applies unless run under
+    spark-submit. Errors starting the JVM propagate from pyspark."""
     # Workers must run the same interpreter (the project's virtualenv), not whatever python3 is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name).enableHiveSupport()

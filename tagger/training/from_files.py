@@ -113,6 +113,8 @@ def run_train(ctx: click.Context) -> None:
 
 
 def parse_ratios(text: str) -> tuple[float, float, float]:
+    """'0.8,0.1,0.1' -> (0.8, 0.1, 0.1): the train, dev, test shares. Raises click.BadParameter
+    (for --ratios) unless there are three positive numbers that add up to 1 (within 1e-6)."""
     try:
         values = tuple(float(x) for x in text.split(","))
     except ValueError:

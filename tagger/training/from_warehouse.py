@@ -59,6 +59,9 @@ def labelled_at_head_level(head: HeadConf, truth: pd.Series) -> np.ndarray:
 
 
 def export_splits(examples: pd.DataFrame, out: Path) -> None:
+    """Write out/<split>.jsonl (out created if missing; existing files replaced) from `examples`, a
+    pandas DataFrame with itemid, doc_text, labels (list of true tag paths) and split: one JSON
+    object {"itemid", "text", "labels"} per line, UTF-8. OSError if `out` cannot be written."""
     out.mkdir(parents=True, exist_ok=True)
     for name, part in examples.groupby("split"):
         with open(out / f"{name}.jsonl", "w", encoding="utf-8") as fh:

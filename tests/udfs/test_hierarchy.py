@@ -29,15 +29,19 @@ def test_ancestors_are_only_the_emittable_ones():
 
 
 def test_missing_parents_are_added_once_with_the_best_child_score():
-    index = {"p": (1, "p"), "p/a": (2, "a"), "p/b": (3, "b")}
-    rows = [[dict(tag_id=2, tag_name="a", tag_path="p/a", score=0.7, source="m"),
-             dict(tag_id=3, tag_name="b", tag_path="p/b", score=0.9, source="m")],
+    """The best child's score is neither the first, the last nor the lowest here, so only the
+    max rule passes. Break: `max(missing.get(parent, 0.0), t["score"])` -> `t["score"]` (last child)
+    or keeping the first child's score, and the implied parent's score is wrong."""
+    index = {"p": (1, "p"), "p/a": (2, "a"), "p/b": (3, "b"), "p/c": (4, "c")}
+    rows = [[dict(tag_id=2, tag_name="a", tag_path="p/a", score=0.8, source="m"),
+             dict(tag_id=3, tag_name="b", tag_path="p/b", score=0.9, source="m"),
+             dict(tag_id=4, tag_name="c", tag_path="p/c", score=0.7, source="m")],
             [dict(tag_id=1, tag_name="p", tag_path="p", score=0.8, source="gate"),
              dict(tag_id=2, tag_name="a", tag_path="p/a", score=0.6, source="m")],
             []]
     assert add_implied_parents(rows, ancestors_by_path(index), index) == 1
     assert rows[0][-1] == dict(tag_id=1, tag_name="p", tag_path="p", score=0.9, source=SOURCE)
-    assert len(rows[1]) == 2 and rows[2] == []
+    assert len(rows[0]) == 4 and len(rows[1]) == 2 and rows[2] == []
 
 
 @pytest.fixture(scope="module")

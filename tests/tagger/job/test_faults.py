@@ -47,6 +47,27 @@ def test_a_failure_inside_tagging_leaves_the_partition_and_a_rerun_completes(spa
     assert after.count() == after.select("itemid").distinct().count() == summary.items_tagged
 
 
+def test_a_row_lost_inside_tagging_is_refused_before_the_write(spark, trained, tagger_home, monkeypatch):
+    """The invariant check before the write: each tag task drops one row (failpoint
+    tag_drop_rows:1), so the run must raise InvariantError and leave the published partition and the
+    metrics as they were. Break: remove the check_invariant(...) call in tagger/job/pipeline.py and
+    the lossy run overwrites the partition."""
+    from tagger.job.audit import InvariantError
+
+    cfg = load_config(write_config(tagger_home, "lossy.yaml"))
+    run_date(spark, cfg, RUN_DATE)
+    before = frozen(spark, cfg.tables.output, RUN_DATE)
+    quarantine_before = frozen(spark, cfg.tables.quarantine, RUN_DATE)
+    runs_before = partition(spark, cfg.tables.metrics, RUN_DATE).count()
+
+    monkeypatch.setenv("TAGGER_FAILPOINT", "tag_drop_rows:1")
+    with pytest.raises(InvariantError, match="nothing was written"):
+        run_date(spark, cfg, RUN_DATE)
+    assertDataFrameEqual(partition(spark, cfg.tables.output, RUN_DATE), before)
+    assertDataFrameEqual(partition(spark, cfg.tables.quarantine, RUN_DATE), quarantine_before)
+    assert partition(spark, cfg.tables.metrics, RUN_DATE).count() == runs_before
+
+
 def test_the_same_backfill_range_twice_gives_identical_partitions(spark, cfg, trained):
     first = {}
     for day in TRAIN_DATES:

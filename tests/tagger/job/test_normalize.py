@@ -42,6 +42,22 @@ def test_latest_usable_speech_row_per_video_is_joined(spark):
     assert quarantine[0]["raw_excerpt"] == '["broken'
 
 
+def test_latest_usable_ocr_row_is_joined_and_a_bad_one_quarantined(spark):
+    """OCR goes through the same rule as ASR, with its own source and reason codes. Break: drop the
+    OCR rows from the quarantine union in tagger/job/normalize.py, and the bad OCR row is lost."""
+    ocr = [
+        (7, "v2", json.dumps(["旧字幕"], ensure_ascii=False), "2024-01-05"),
+        (8, "v2", json.dumps([{"text": "新字幕"}], ensure_ascii=False), "2024-01-06"),
+        (9, "v2", '{"text": 1', "2024-01-07"),  # newest but unusable
+    ]
+    items, quarantine = _norm(spark, [("v2", "视频", "", "yichehao_video", "2024-01-05 10:00:00")], ocr_rows=ocr)
+    assert items["v2"]["doc_text"] == "视频。新字幕"
+    assert items["v2"]["has_ocr"] and not items["v2"]["has_asr"]
+    assert [(q["itemid"], q["source"], q["scope"], q["reason"].split(":")[0]) for q in quarantine] == \
+        [("v2", "ocr", "row", "ocr_malformed_json")]
+    assert quarantine[0]["raw_excerpt"] == '{"text": 1'
+
+
 def test_speech_is_not_joined_to_articles(spark):
     asr = [(1, "n1", json.dumps(["语音"], ensure_ascii=False), "2024-01-05")]
     items, quarantine = _norm(spark, [("n1", "文章", "摘要", "yichehao_news", "2024-01-05 10:00:00")], asr)

@@ -1,0 +1,82 @@
+"""The house plan (README, "Layout"): which package may import which. Checked on the source with
+`ast`, so a newcomer's import that crosses a line fails here, not on a cluster.
+
+Breaks each test catches: `from tagger.config import HeadConf` in udfs/tagging.py (the executor
+side importing the driver side); `from tagger.measure.bench import ...` at the top of a job module
+or of tagger/cli/job_commands.py (the daily job loading the benchmarks)."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# folder in the repository -> its installed package (setup.py's package_dir)
+PACKAGES = {"udfs": "tagger.udfs", "models": "tagger.models", "jobs": "tagger.jobs", "tagger": "tagger"}
+# package -> packages it must not import (anywhere in the module, lazily or not)
+FORBIDDEN = {
+    "tagger.udfs": ["tagger.config", "tagger.job", "tagger.ops", "tagger.cli", "tagger.training", "tagger.measure",
+                    "tagger.demo", "tagger.rules_file", "tagger.sql_files"],
+    "tagger.models": ["tagger.config", "tagger.job", "tagger.ops", "tagger.cli", "tagger.training",
+                      "tagger.measure", "tagger.demo", "tagger.udfs"],
+    "tagger.job": ["tagger.cli", "tagger.training", "tagger.measure", "tagger.demo"],
+    "tagger.ops": ["tagger.cli", "tagger.training", "tagger.measure", "tagger.demo", "tagger.job"],
+}
+
+
+def _modules():
+    for folder, package in PACKAGES.items():
+        for path in sorted((REPO / folder).rglob("*.py")):
+            rel = path.relative_to(REPO / folder).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            yield ".".join([package, *parts]), path
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    out = set()
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                out.add(".".join(base + ([node.module] if node.module else [])))
+            else:
+                out.add(node.module)
+    return out
+
+
+def _crossings() -> list[str]:
+    bad = []
+    for module, path in _modules():
+        for scope, forbidden in FORBIDDEN.items():
+            if module == scope or module.startswith(scope + "."):
+                for name in _imports(path, module):
+                    if any(name == f or name.startswith(f + ".") for f in forbidden):
+                        bad.append(f"{path.relative_to(REPO)} imports {name} ({scope} may not)")
+    return bad
+
+
+def test_no_package_imports_across_the_house_plan():
+    assert _crossings() == []
+
+
+def test_no_generic_top_level_names_are_imported():
+    """Only the installed names: `models.x`, `udfs.x` or `jobs.x` would pick up whatever else on
+    the path is so named."""
+    bad = [f"{path.relative_to(REPO)}: {name}" for module, path in _modules() for name in _imports(path, module)
+           if name.split(".")[0] in ("models", "udfs", "jobs")]
+    assert bad == []
+
+
+@pytest.mark.parametrize("entry", ["tagger.cli.job_commands", "tagger.job.pipeline"])
+def test_the_daily_job_does_not_load_the_workbench_or_the_benchmarks(entry):
+    code = (f"import sys, {entry}; print(sorted(m for m in sys.modules if m.startswith(('tagger.measure', "
+            f"'tagger.training', 'tagger.demo', 'tagger.cli.model_commands', 'tagger.cli.measure_commands', "
+            f"'mlflow', 'gensim', 'faiss', 'peft', 'onnxruntime'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
