@@ -1,8 +1,6 @@
 """Backfill a date range: spark-submit jobs/backfill.py --start D1 --end D2 (inclusive, in order)."""
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from tagger.cli import main
 from tagger.cli.common import subcommand_argv
 

@@ -1,8 +1,6 @@
 """Seed the demo source tables: spark-submit jobs/seed_demo.py [--items N --start D --days K]."""
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from tagger.cli import main
 from tagger.cli.common import subcommand_argv
 

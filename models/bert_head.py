@@ -62,6 +62,8 @@ def make_config(size: str, vocab_size: int, labels: Sequence[str], max_length: i
 
 
 def build_model(config):
+    """A freshly initialised (untrained) transformers BertForSequenceClassification for `config`
+    (a BertConfig, e.g. from make_config)."""
     from transformers import BertForSequenceClassification
 
     return BertForSequenceClassification(config)

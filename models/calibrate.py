@@ -2,7 +2,7 @@
 
 For each label the threshold is the LOWEST candidate whose precision on the dev data reaches the
 target (the highest recall meeting it: recall only falls as the threshold rises); the candidates
-are the distinct dev scores rounded as the job rounds them (tagger.models.spec.round_scores, 4
+are the distinct dev scores rounded as the job rounds them (tagger.models.decision.round_scores, 4
 decimals), so the job's decisions on these same texts have exactly the fitted precision.
 
 "Reaches" is judged with a margin by default (`confidence` 0.95): the one-sided 95% Wilson lower
@@ -22,8 +22,8 @@ Calibration decides on/off for every label from the data: a label switched off b
 back on when it now reaches the target.
 
 Thresholds are fitted label by label. A decision block (top_k / min_labels / max_labels, see
-tagger.models.spec.DECISION_HELP) is applied on top of them by the job; the calibration block then
-also records the dev macro/micro-F1 of the final decisions (tagger.models.spec.decide).
+tagger.models.decision.DECISION_HELP) is applied on top of them by the job; the calibration block then
+also records the dev macro/micro-F1 of the final decisions (tagger.models.decision.decide).
 
 A Hugging Face sequence-classification directory without a sidecar gets one written here: that
 is how a foreign checkpoint gets thresholds (and label switches).
@@ -157,15 +157,20 @@ def calibrate_thresholds(y_true, proba, precision: float = DEFAULT_PRECISION,
 
 @dataclass
 class CalibrationResult:
+    """What calibrate_artifact returns: the head directory, the sidecar before and after (as
+    written), the Calibration it came from, the dev label_report of the final decisions, and the
+    data's labels the head does not have, with their counts."""
     path: str
     before: HeadSpec
     after: HeadSpec
     calibration: Calibration
-    report: dict  # label_report of the final decisions (tagger.models.spec.decide) on the dev data
+    report: dict  # label_report of the final decisions (tagger.models.decision.decide) on the dev data
     ignored_labels: dict = field(default_factory=dict)  # data labels the head does not have -> count
 
 
 def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of the file's bytes as 64 hex characters (read in 1 MB chunks). OSError
+    (e.g. FileNotFoundError) if it cannot be read."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

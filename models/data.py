@@ -30,6 +30,9 @@ class DataError(ValueError):
 
 @dataclass
 class Examples:
+    """A labelled file as read by read_examples: parallel lists of n texts and their label lists
+    (label names, possibly []), the itemids (or None), the file's path, its format ('jsonl' or
+    'paddle') and its line count. len() is n."""
     texts: list[str]
     labels: list[list[str]]
     itemids: list | None  # None when no record carries an itemid

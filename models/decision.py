@@ -32,6 +32,10 @@ def _is_int(v) -> bool:
 
 
 def validate_decision(block, n_labels: int, bad) -> None:
+    """Check a sidecar's `decision` block (None: no block, fine) for a head of n_labels labels: an
+    object with only top_k / min_labels / max_labels, each null or an integer in range, min_labels
+    <= max_labels, top_k not combined with the others. On the first problem calls
+    bad("decision", problem, fix), which must raise (HeadSpec.validate raises ArtifactError)."""
     if block is None:
         return
     fix = ("write \"decision\": {\"top_k\": null, \"min_labels\": 0, \"max_labels\": null} with integers "
@@ -82,7 +86,11 @@ def passes(scores, thresholds, enabled=None) -> np.ndarray:
 
 def decide(scores, spec) -> np.ndarray:
     """Boolean (n, L) decisions from (n, L) scores: rounded scores >= thresholds, enabled labels
-    only, then the spec's decision block (top_k / min_labels / max_labels, see DECISION_HELP)."""
+    only, then the spec's decision block (top_k / min_labels / max_labels, see DECISION_HELP).
+
+    `scores`: array-like (n, L) of probabilities (any float dtype; rounded to SCORE_DECIMALS here);
+    `spec`: a HeadSpec (labels, thresholds, enabled, decision). Returns an (n, L) bool ndarray.
+    Raises ValueError when scores are not 2-D with L = len(spec.labels) columns."""
     s = round_scores(scores)
     L = len(spec.labels)
     if s.ndim != 2 or s.shape[1] != L:

@@ -33,7 +33,11 @@ BELOW = 0.49  # a score under its member's threshold maps below this
 
 def rescale(proba: np.ndarray, thresholds: Sequence[float], enabled: Sequence[bool] | None = None) -> np.ndarray:
     """Map each label's own threshold to 0.5, keeping 0 -> 0 and 1 -> 1 (monotone). A label the
-    member has switched off scores 0: that member says no."""
+    member has switched off scores 0: that member says no.
+
+    `proba`: (n, L) scores in [0, 1] (rounded to 4 decimals first); `thresholds`: (L,); `enabled`:
+    (L,) bools or None (all on). Returns (n, L) float64 in [0, 1]. numpy raises ValueError when
+    thresholds or enabled do not broadcast against the L columns."""
     p = round_scores(proba)
     t = np.asarray(thresholds, dtype=np.float64)[None, :]
     below = BELOW * p / np.maximum(t, 1e-6)
@@ -46,6 +50,10 @@ def rescale(proba: np.ndarray, thresholds: Sequence[float], enabled: Sequence[bo
 
 def combine_scores(member_scores: Sequence[np.ndarray], member_thresholds: Sequence[Sequence[float]],
                    combine: str, member_enabled: Sequence[Sequence[bool]] | None = None) -> np.ndarray:
+    """The ensemble's (n, L) float32 scores from M members' (n, L) scores: each rescaled by its own
+    (L,) thresholds and enabled flags (rescale; member_enabled None: all on), then per label the
+    min ('intersection'), max ('union') or mean ('mean') over the members. Raises ValueError for
+    another `combine`, for no members, or when the members' score shapes differ."""
     if combine not in COMBINE:
         raise ValueError(f"combine must be one of {COMBINE}, got {combine!r}")
     enabled = member_enabled or [None] * len(member_scores)

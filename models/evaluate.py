@@ -1,7 +1,7 @@
 """Evaluate a head artifact on labelled data, with the job's own decisions.
 
 `evaluate_artifact(model_dir, texts, label_lists)` scores the texts, decides with
-tagger.models.spec.decide (rounded scores, thresholds, enabled labels, decision block: exactly what
+tagger.models.decision.decide (rounded scores, thresholds, enabled labels, decision block: exactly what
 the daily job emits) and returns a report dict: per label precision, recall, F1, support (plus
 threshold, on/off and the reason a label is off), macro- and micro-F1 over all labels (a label
 switched off counts with its misses), the label distribution table of the data, and the paths of

@@ -50,6 +50,7 @@ class LoadedHead:
 
     @property
     def labels(self) -> list[str]:
+        """The label names in output order (a copy of spec.labels)."""
         return list(self.spec.labels)
 
     # -- encoding ---------------------------------------------------------------------------
@@ -155,7 +156,14 @@ class LoadedHead:
 
 
 def load_head(path: str | os.PathLike, device: str | None = None) -> LoadedHead:
-    """Load a head directory for inference (device None: cuda if available, else cpu)."""
+    """Load a head directory for inference (device None: cuda if available, else cpu).
+
+    `path`: a directory written by training (textcnn or bert), an ensemble directory, or a Hugging
+    Face sequence-classification checkpoint. Returns a LoadedHead (an EnsembleHead for an ensemble)
+    in eval mode whose predict_proba gives (n, L) float32 scores. Raises ArtifactError when the
+    directory is missing, the sidecar is invalid (read_spec), the weights are missing, pickled,
+    sharded or truncated, the vocabulary/config/tokenizer is missing or unreadable, the weights'
+    shapes disagree with the labels or vocabulary, or an ensemble's members are invalid."""
     d = Path(path)
     if not d.is_dir():
         raise ArtifactError(d, None, "directory does not exist",

@@ -65,6 +65,8 @@ def label_report(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) 
 
 
 def format_report(report: dict) -> str:
+    """A label_report dict as text: 'Label <name> - Precision: p, Recall: r, F1-Score: f, Support: n'
+    per label (4 decimals), then a 'Macro-F1 ... Micro-F1 ...' line. KeyError if a key is missing."""
     lines = [
         f"Label {name} - Precision: {m['precision']:.4f}, Recall: {m['recall']:.4f}, "
         f"F1-Score: {m['f1']:.4f}, Support: {int(m['support'])}"
@@ -125,7 +127,7 @@ def threshold_curve(y_true: np.ndarray, scores: np.ndarray) -> dict:
 
     Returns {"thresholds": ascending distinct scores, "tp": true positives and "predicted": items
     predicted at each (prediction: score >= threshold), "positives": positives in y_true}.
-    Pass scores already rounded the way the job rounds them (tagger.models.spec.round_scores), so
+    Pass scores already rounded the way the job rounds them (tagger.models.decision.round_scores), so
     these counts are exactly what the job's decisions give."""
     yt = np.asarray(y_true).astype(bool).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()

@@ -28,6 +28,10 @@ def _decision_text(decision: dict) -> str:
 
 
 def render_model_card(report: dict, spec: HeadSpec, png_name: str = "pr_curve.png") -> str:
+    """MODEL_CARD.md as Markdown text: the head's identity, decision rule, training and calibration
+    blocks of the sidecar `spec`, the evaluation `report`'s per-label results (an
+    evaluate_artifact report dict), the label distribution, the PR-curve image `png_name` (a
+    relative file name) and the decision block reference. KeyError if the report lacks a key."""
     data = report["data"]
     lines = [
         f"# Model card: {spec.head}",

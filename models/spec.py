@@ -74,6 +74,8 @@ class HeadSpec:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """The sidecar's JSON object: format_version, the core fields (thresholds as floats, enabled
+        as bools, max_length as int), then every `extra` key that is not a core key. Not validated."""
         d = {
             "format_version": FORMAT_VERSION,
             "head": self.head,
@@ -91,9 +93,13 @@ class HeadSpec:
 
     @classmethod
     def from_dict(cls, d: dict, directory="<memory>", file: str = SIDECAR) -> "HeadSpec":
+        """A validated HeadSpec from a parsed sidecar `d` (enabled defaults to all true, version to
+        'unknown'; other keys go to `extra`). `directory` and `file` only name the source in errors.
+        Raises ArtifactError when `d` is not an object, has another format_version, lacks head,
+        arch, labels, thresholds or max_length, or fails validate."""
         if not isinstance(d, dict):
             raise ArtifactError(directory, file, "top level is not a JSON object",
-                                "rewrite the sidecar with models.artifact.write_spec")
+                                "rewrite the sidecar with tagger.models.spec.write_spec")
         fv = d.get("format_version", FORMAT_VERSION)
         if fv != FORMAT_VERSION:
             raise ArtifactError(directory, file, f"unsupported format_version {fv!r} (this code reads "
@@ -102,7 +108,7 @@ class HeadSpec:
         for key in ("head", "arch", "labels", "thresholds", "max_length"):
             if key not in d:
                 raise ArtifactError(directory, file, "required key is missing",
-                                    f"add '{key}' (see models.artifact.HeadSpec) or retrain the head", key=key)
+                                    f"add '{key}' (see tagger.models.spec.HeadSpec) or retrain the head", key=key)
         labels = d["labels"]
         spec = cls(
             head=d["head"],
@@ -119,6 +125,10 @@ class HeadSpec:
         return spec
 
     def validate(self, directory="<memory>", file: str = SIDECAR) -> None:
+        """Return None if the spec is usable; else raise ArtifactError naming `directory`/`file` and
+        the key: empty head, unknown arch, labels not a non-empty list of distinct non-empty strings,
+        thresholds not one number in [0, 1] per label, enabled not one bool per label, max_length
+        not a positive int, version not a string, a bad decision block or disabled_reasons."""
         def bad(key, problem, fix):
             raise ArtifactError(directory, file, problem, fix, key=key)
 
@@ -195,7 +205,9 @@ def _dir_and_sidecar(path) -> tuple[Path, Path]:
 
 def write_spec(path: str | os.PathLike, spec: HeadSpec) -> None:
     """Validate and write `spec` to <path>/tagger_head.json (or to `path` if it names the file),
-    atomically (temp file + rename)."""
+    atomically (temp file + rename; the directory is created if missing), as indented UTF-8 JSON
+    (HeadSpec.to_dict). Raises ArtifactError if the spec is invalid (nothing is written) and
+    OSError if the directory or file cannot be written."""
     directory, file = _dir_and_sidecar(path)
     spec.validate(directory, SIDECAR)
     directory.mkdir(parents=True, exist_ok=True)
@@ -208,7 +220,13 @@ def write_spec(path: str | os.PathLike, spec: HeadSpec) -> None:
 
 def read_spec(path: str | os.PathLike) -> HeadSpec:
     """Cheap validation at job start: reads the sidecar only (no weights). A directory without
-    a sidecar is read as a foreign Hugging Face checkpoint from config.json (+ tokenizer_config)."""
+    a sidecar is read as a foreign Hugging Face checkpoint from config.json (+ tokenizer_config).
+
+    `path`: a head directory or its tagger_head.json. Returns the validated HeadSpec. Raises
+    ArtifactError when the directory does not exist, has neither sidecar nor config.json, the
+    sidecar is not readable UTF-8 JSON or fails HeadSpec.from_dict, a small sidecar next to a
+    checkpoint has unknown keys or a bad label_map, or config.json is not a usable
+    sequence-classification config (or has duplicate id2label names)."""
     directory, file = _dir_and_sidecar(path)
     if not directory.is_dir():
         raise ArtifactError(directory, None, "directory does not exist",
@@ -224,7 +242,7 @@ def read_spec(path: str | os.PathLike) -> HeadSpec:
             d = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ArtifactError(directory, SIDECAR, f"unreadable JSON ({e})",
-                            "re-copy the artifact or rewrite the sidecar with models.artifact.write_spec") from None
+                            "re-copy the artifact or rewrite the sidecar with tagger.models.spec.write_spec") from None
     if isinstance(d, dict) and (directory / "config.json").is_file() and "arch" not in d:
         d = _small_sidecar(directory, d)
     return HeadSpec.from_dict(d, directory, SIDECAR)
@@ -352,6 +370,8 @@ def check_weights(directory: str | os.PathLike) -> dict[str, list[int]]:
 # -- ensembles: the sidecar of a head combined from member heads (models/ensemble.py) ----------
 
 def member_dirs(directory: str | os.PathLike, spec: HeadSpec) -> list[Path]:
+    """The member head directories of an ensemble spec (extra['members']), relative entries resolved
+    against `directory`, in order; [] when there are none. Existence is not checked."""
     base = Path(directory)
     return [Path(m) if os.path.isabs(m) else base / m for m in spec.extra.get("members", [])]
 

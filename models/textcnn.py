@@ -33,6 +33,10 @@ DEFAULT_HPARAMS = {
 
 
 class TextCNN(nn.Module):
+    """The char-level TextCNN of the module docstring: vocab_size embeddings of embed_dim, num_filters
+    filters per kernel size, dropout, and a linear layer to num_labels logits. forward maps (B, T)
+    long ids to (B, num_labels) float logits (no sigmoid)."""
+
     def __init__(self, vocab_size: int, num_labels: int, embed_dim: int = 128,
                  kernel_sizes: Sequence[int] = (2, 3, 4, 5), num_filters: int = 128,
                  dropout: float = 0.5, padding_idx: int = 0):
@@ -112,6 +116,9 @@ class TextCNN(nn.Module):
 
 
 def build_textcnn(vocab_size: int, num_labels: int, hparams: dict | None = None) -> TextCNN:
+    """A freshly initialised TextCNN; `hparams` (embed_dim, kernel_sizes, num_filters, dropout)
+    override DEFAULT_HPARAMS, other keys (lowercase) are ignored. Returned on the CPU, in training
+    mode, with vocab_size embedding rows and num_labels outputs."""
     hp = {**DEFAULT_HPARAMS, **(hparams or {})}
     return TextCNN(vocab_size, num_labels, embed_dim=int(hp["embed_dim"]),
                    kernel_sizes=hp["kernel_sizes"], num_filters=int(hp["num_filters"]),

@@ -1,7 +1,7 @@
 """Tokenization and vocabulary building for the tagging heads.
 
 Two encoders share one output format, a padded id matrix plus per-row lengths, so that the
-inference fast path (`tagger.models.spec.LoadedHead.predict_proba`) and the training loop can sort
+inference fast path (`tagger.models.loading.LoadedHead.predict_proba`) and the training loop can sort
 by length and slice dynamic-width mini-batches without any per-row Python:
 
 * `CharVocab` -- char-level vocabulary of the TextCNN gate. `[PAD]`=0, `[UNK]`=1, then chars by
@@ -117,11 +117,16 @@ class CharVocab:
         return cls([PAD_TOKEN, UNK_TOKEN] + chars, lowercase=lowercase)
 
     def save(self, path: str | os.PathLike) -> None:
+        """Write vocab.txt: one token per line, UTF-8, \n line ends, [PAD] and [UNK] first.
+        OSError if the file cannot be written."""
         with open(path, "w", encoding="utf-8", newline="\n") as f:
             f.write("\n".join(self.tokens) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike, lowercase: bool = True) -> "CharVocab":
+        """Read a vocab.txt written by save. Raises OSError if it cannot be read, UnicodeDecodeError
+        (a ValueError) if it is not UTF-8, and ValueError if it does not start with [PAD], [UNK] or
+        has a non-single-character or duplicate entry."""
         with open(path, encoding="utf-8", newline="") as f:
             content = f.read()
         lines = content.split("\n")
@@ -155,6 +160,8 @@ class CharVocab:
 
 
 def count_distinct_chars(texts: Iterable[str], lowercase: bool = True) -> int:
+    """The number of distinct code points in `texts` (None/NaN as ""), lower-cased first unless
+    lowercase=False; 0 for no text. TypeError if `texts` is a single str."""
     joined = "".join(normalize_texts(texts))
     if lowercase:
         joined = joined.lower()

@@ -44,6 +44,9 @@ EVAL_BATCH_SIZE = 128
 
 @dataclass
 class TrainResult:
+    """What train_head returns: the artifact directory, its sidecar as written, the dev report
+    (label_report at the chosen thresholds plus thresholds, best_epoch, epochs_run, history), the
+    training wall time in seconds, and the trained model loaded for inference."""
     path: str
     spec: HeadSpec
     dev_report: dict
@@ -52,6 +55,7 @@ class TrainResult:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's random, numpy (seed mod 2**32) and torch (CPU and CUDA) with `seed`."""
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
     torch.manual_seed(seed)

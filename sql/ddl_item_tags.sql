@@ -1,4 +1,4 @@
--- One row per selected item and day, tagged or not (DESIGN.md invariant).
+-- One row per selected item and day, tagged or not (docs/domain.md invariant).
 -- run_id is deterministic: dt + a digest of model versions, rules version and config, so a
 -- rerun with the same inputs rewrites identical rows.
 CREATE TABLE IF NOT EXISTS IDENTIFIER(:table) (

@@ -1,4 +1,4 @@
--- Articles and videos of one day, with the team's extract filter (DOMAIN.md).
+-- Articles and videos of one day, with the team's extract filter (docs/domain.md).
 -- Bound parameters: :pool_table (db.table), :run_date (yyyy-MM-dd).
 -- No DISTINCT here: duplicates are resolved (and conflicting ones quarantined) in normalize.
 SELECT itemid, title, summary, relate_app_tag_id, dtype, recommend_grade, gc, create_time

@@ -23,6 +23,7 @@ class Rule:
 
     @property
     def regex(self) -> str:
+        """The rule's patterns as one alternation, each wrapped in (?:...)."""
         return "|".join(f"(?:{p})" for p in self.patterns)
 
 

@@ -59,6 +59,8 @@ class TaggerSpec:
 
     @property
     def fingerprint(self) -> str:
+        """16 hex characters: a SHA-256 digest of the heads, gate head, rules version, device, torch
+        threads, batch size, model version and tag index (the key of the worker's Tagger cache)."""
         # Everything a cached Tagger reads from its spec: a worker reused by a later date (backfill)
         # must not tag with an earlier tag-dimension snapshot or an older artifact.
         heads = [[h.name, h.path, h.parent, h.gate_by] for h in self.heads]

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-BERT_GATE_SHARE = 0.15  # DOMAIN: 新车资讯 is 10-20% of items; random weights decide nothing by themselves
+BERT_GATE_SHARE = 0.15  # docs/domain.md: 新车资讯 is 10-20% of items; random weights decide nothing by themselves
 
 
 @click.command("bench", help="Measure the tagging stage's items/s against a plain-Python ceiling (raw), Spark's "

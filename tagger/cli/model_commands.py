@@ -6,7 +6,7 @@ evaluate, calibrate and ensemble work on head artifacts against the team's label
 No Spark and no config: a head directory (ours, an ensemble, or a Hugging Face
 sequence-classification checkpoint) and a labelled file (JSON lines {"text", "labels"} or
 PaddleNLP `text<TAB>a,b`, see models/data.py). Decisions are the job's own
-(tagger.models.spec.decide), so what these commands measure is what the daily job emits.
+(tagger.models.decision.decide), so what these commands measure is what the daily job emits.
 
 Exit codes: 0 done; 2 bad input (a missing or unreadable data file, bad options); 3 the model
 artifact cannot be used (tagger.models.spec.ArtifactError); 1 anything else.
@@ -288,7 +288,7 @@ User-data mode (--data, --dev, --out, --arch): train one head on your own labell
 (JSON lines {"text": ..., "labels": [...]} or PaddleNLP text<TAB>label1,label2), with no Spark
 and no config. Thresholds and early stopping use --dev; the per-label precision/recall/F1 on
 --dev is printed at the end. The artifact (tagger_head.json, model.safetensors, vocabulary) is
-written to --out, replacing a head already there; load it with tagger.models.spec.load_head or
+written to --out, replacing a head already there; load it with tagger.models.loading.load_head or
 point a head's path in the job config at it. Cost on 2 CPU cores: textcnn ~1-1.5 min per epoch
 per 60k texts; bert (small) ~1 min per epoch per 10k texts at 128 tokens; a GPU is used when
 present. On a terminal each epoch shows a progress bar with an ETA. Make --data/--dev from one

@@ -97,7 +97,7 @@ def train_from_files(*, arch: str, data: str, dev: str, out: str, labels_file: s
     log(format_report(result.dev_report))
     log("thresholds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.dev_report["thresholds"].items()))
     log(f"artifact: {result.path} (head {head}, version {result.spec.version}). Load it with "
-        f"tagger.models.spec.load_head('{result.path}'), or point a head's path in the job config at it.")
+        f"tagger.models.loading.load_head('{result.path}'), or point a head's path in the job config at it.")
     return result
 
 
