@@ -41,6 +41,7 @@ setup(
         "matplotlib>=3.8",
         "noto-cjk-sans-otc==0.0.1",
         "pyyaml>=6",
+        "jmespath>=1.0",  # which ASR/OCR JSON shapes carry text is configuration (text.payload_paths)
         # `tagger preflight` talks to HiveServer2. PyHive's `hive` extra does not resolve on pip 23,
         # so its Thrift/SASL dependencies are listed one by one.
         "pyhive==0.7.0",

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .text import clean_text
+
 FORMATS = ("jsonl", "paddle")
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "paddle", ".txt": "paddle"}
 PADDLE_LABEL_SEP = ","
@@ -45,10 +47,17 @@ class Examples:
 
 
 def _read_lines(path: Path) -> list[str]:
+    """The file's lines, split on "\n" only (a trailing "\r" is dropped): JSON lines may carry raw
+    U+2028, U+2029 or U+0085 inside a string (json.dumps(..., ensure_ascii=False) writes them), which
+    str.splitlines() would wrongly treat as line breaks."""
     if not path.is_file():
         raise DataError(f"{path}: file not found (or not a file). Fix: pass the path of a labelled data file.")
     try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
+        text = path.read_text(encoding="utf-8-sig")
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e}). Fix: save the file as UTF-8.") from None
 
@@ -120,7 +129,8 @@ def _parse_paddle(line: str, where: str) -> tuple[str, list[str], object]:
 
 def read_examples(path: str | os.PathLike, fmt: str = "auto", labels: Sequence[str] | None = None) -> Examples:
     """Read a labelled data file. fmt "auto": .jsonl/.json -> jsonl, .tsv/.txt -> paddle, else sniffed
-    from the first non-empty line. With `labels`, a label outside them is a DataError (see check_labels)."""
+    from the first non-empty line. Texts are normalized as the job normalizes doc_text
+    (tagger.models.text.clean_text). With `labels`, a label outside them is a DataError (see check_labels)."""
     p = Path(path)
     lines = _read_lines(p)
     fmt = _detect(p, lines, fmt)
@@ -130,7 +140,7 @@ def read_examples(path: str | os.PathLike, fmt: str = "auto", labels: Sequence[s
         if not line.strip():
             continue
         text, labs, itemid = parse(line, f"{p}:{i}")
-        texts.append(text)
+        texts.append(clean_text(text))  # the job's normalization: training and serving see the same text
         label_lists.append(labs)
         itemids.append(itemid)
     if not texts:

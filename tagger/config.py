@@ -104,9 +104,16 @@ class TrainConf:
 @dataclass(frozen=True)
 class TextConf:
     """The `text:` section. max_chars: budget per doc_text part (title, summary, ocr, asr), in
-    characters; speech_text_fields: the field(s) holding the text in an ASR/OCR JSON array of objects."""
+    characters; speech_text_fields: the field(s) holding the text in an ASR/OCR JSON array of objects;
+    payload_paths: per source ('asr', 'ocr'), the JMESPath expressions tried in order to read a
+    payload's text (None: tagger.job.payloads.default_paths(speech_text_fields))."""
     max_chars: dict[str, int]
     speech_text_fields: tuple[str, ...]
+    payload_paths: dict[str, tuple[str, ...]] | None = None
+
+    def paths(self, source: str) -> tuple[str, ...] | None:
+        """The expressions for 'asr' or 'ocr', or None for the defaults."""
+        return None if self.payload_paths is None else self.payload_paths[source]
 
 
 @dataclass(frozen=True)
@@ -265,6 +272,24 @@ def _train_conf(t: _Reader) -> TrainConf:
                      combine=combine, members=members)
 
 
+def _jmespath_list(section: "_Reader", key: str) -> list[str]:
+    """A non-empty list of JMESPath expressions at `key`, each compiled once here so that a typo
+    stops the job at start (ConfigError naming the file, the key and the expression)."""
+    import jmespath
+    from jmespath.exceptions import JMESPathError
+
+    paths = section.get(key, list)
+    if not paths or not all(isinstance(p, str) and p.strip() for p in paths):
+        section.fail(key, "must be a non-empty list of JMESPath expressions, e.g. ['[*]', '[*].text']")
+    for i, path in enumerate(paths):
+        try:
+            jmespath.compile(path)
+        except JMESPathError as exc:
+            section.fail(f"{key}[{i}]", f"{path!r} is not a JMESPath expression ({str(exc).splitlines()[0]})",
+                         "see https://jmespath.org for the syntax; quote field names with \"...\"")
+    return paths
+
+
 def expand(value: str, conf_dir: Path) -> str:
     """Expand ${TAGGER_HOME}, ${CONF_DIR} and other environment variables in a path."""
     env = dict(os.environ, TAGGER_HOME=str(tagger_home()), CONF_DIR=str(conf_dir))
@@ -307,6 +332,10 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     fields = tx.get("speech_text_fields", list)
     if not fields or not all(isinstance(f, str) and f for f in fields):
         tx.fail("speech_text_fields", "must be a non-empty list of field names")
+    payload_paths = None
+    if tx.data.get("payload_paths") is not None:
+        pp = tx.section("payload_paths")
+        payload_paths = {src: tuple(_jmespath_list(pp, src)) for src in ("asr", "ocr")}
 
     heads = []
     for i, item in enumerate(root.get("heads", list)):
@@ -346,7 +375,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         tables=tables,
         speech_lookback_days=ex.non_negative_int("speech_lookback_days"),
         speech_late_days=ex.non_negative_int("speech_late_days"),
-        text=TextConf(max_chars=max_chars, speech_text_fields=tuple(fields)),
+        text=TextConf(max_chars=max_chars, speech_text_fields=tuple(fields), payload_paths=payload_paths),
         rules_path=expand(root.get("rules", str), conf_dir),
         gate_head=gate_head,
         heads=tuple(heads),

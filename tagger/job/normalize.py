@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 
 from tagger.config import TextConf
-from tagger.job.payloads import parse_speech
+from tagger.job.payloads import parse_payload
 
 QUARANTINE_COLUMNS = ["itemid", "source", "scope", "reason", "raw_excerpt"]
 ITEM_COLUMNS = ["itemid", "dtype", "doc_text", "has_asr", "has_ocr"]
@@ -41,21 +41,17 @@ def _row_as_text(*cols: str) -> Column:
     return F.to_json(F.struct(*cols))
 
 
-def clean_text(col: Column) -> Column:
-    """A string Column with control/format characters and runs of whitespace as one space, trimmed;
-    NULL becomes ''. Never NULL."""
-    return F.trim(F.regexp_replace(F.coalesce(col, F.lit("")), r"[\p{Cc}\p{Cf}\p{Z}\s]+", " "))
-
-
-def speech_parser(fields: Sequence[str]):
+def speech_parser(paths: Sequence[str] | None, fields: Sequence[str]):
     """An Arrow-batched pandas UDF: a string column of raw ASR/OCR JSON -> struct(text string, error
-    string), per row as tagger.job.payloads.parse_speech with `fields` (the object fields holding
-    the text). (NULL, NULL): nothing to read; (NULL, reason): a bad payload; never raises on bad JSON."""
+    string), per row as tagger.job.payloads.parse_payload with `paths` (JMESPath expressions tried
+    in order; None: the defaults for `fields`, the object fields holding the text).
+    (NULL, NULL): nothing to read; (NULL, reason): a bad payload; never raises on bad JSON."""
+    paths = None if paths is None else tuple(paths)
     fields = tuple(fields)
 
     @pandas_udf("text string, error string")
     def parse(raw: pd.Series) -> pd.DataFrame:
-        parsed = [parse_speech(None if pd.isna(r) else r, fields) for r in raw]
+        parsed = [parse_payload(None if pd.isna(r) else r, paths, fields) for r in raw]
         return pd.DataFrame(parsed, columns=["text", "error"], dtype=object)
 
     return parse
@@ -81,7 +77,8 @@ def dedupe_pool(pool: DataFrame) -> tuple[DataFrame, DataFrame]:
     return kept, bad_ids.unionByName(conflicts)
 
 
-def latest_speech(rows: DataFrame, videos: DataFrame, source: str, fields: Sequence[str]) -> tuple[DataFrame, DataFrame]:
+def latest_speech(rows: DataFrame, videos: DataFrame, source: str, fields: Sequence[str],
+                  paths: Sequence[str] | None = None) -> tuple[DataFrame, DataFrame]:
     """Parse ASR/OCR rows of the run's videos; keep the latest usable row per video.
 
     `rows`: id, video_id, raw, dt. `videos`: the run's video itemids (column itemid). `source`:
@@ -90,7 +87,7 @@ def latest_speech(rows: DataFrame, videos: DataFrame, source: str, fields: Seque
     then id winning; bad: QUARANTINE_COLUMNS rows, scope 'row', reason '<source>_<parse error>').
     Rows of videos outside this run are ignored here: they are another day's concern.
     """
-    parse = speech_parser(fields)
+    parse = speech_parser(paths, fields)
     mine = rows.join(videos.select(F.col("itemid").alias("video_id")), "video_id", "left_semi")
     parsed = mine.withColumn("_p", parse("raw"))
     bad = _quarantine(parsed.filter(F.col("_p.error").isNotNull()), F.col("video_id"), source, "row",
@@ -103,12 +100,21 @@ def latest_speech(rows: DataFrame, videos: DataFrame, source: str, fields: Seque
 
 
 def build_doc_text(title: Column, summary: Column, ocr: Column, asr: Column, text: TextConf) -> Column:
-    """A string Column: title。summary。OCR。ASR, each cleaned (clean_text) and cut to its own budget
-    of text.max_chars (characters); empty parts are left out, so '' when all four are empty/NULL."""
-    budget = text.max_chars
-    parts = [F.substring(clean_text(c), 1, budget[name])
-             for name, c in (("title", title), ("summary", summary), ("ocr", ocr), ("asr", asr))]
-    return F.concat_ws("。", F.filter(F.array(*parts), lambda p: p != ""))
+    """A string Column: title。summary。OCR。ASR, each part normalized by tagger.models.text.clean_text
+    (HTML removed, format characters removed, NFKC, whitespace runs as one space) and cut to its own
+    budget of text.max_chars (characters); empty parts are left out, so '' when all four are
+    empty/NULL. Never NULL. Runs as one Arrow-batched pandas UDF over the four columns."""
+    budgets = [text.max_chars[name] for name in ("title", "summary", "ocr", "asr")]
+
+    @pandas_udf("string")
+    def doc_text(*parts: pd.Series) -> pd.Series:
+        from tagger.models.text import clean_text
+
+        rows = zip(*(s.tolist() for s in parts))
+        return pd.Series(["。".join(p for p in (clean_text(v)[:n] for v, n in zip(row, budgets)) if p)
+                          for row in rows], dtype=object)
+
+    return doc_text(title, summary, ocr, asr)
 
 
 def normalize(pool: DataFrame, asr: DataFrame, ocr: DataFrame, text: TextConf) -> Normalized:
@@ -123,8 +129,8 @@ def normalize(pool: DataFrame, asr: DataFrame, ocr: DataFrame, text: TextConf) -
     raises pyspark's AnalysisException."""
     items, pool_bad = dedupe_pool(pool)
     videos = items.filter(F.col("dtype") == VIDEO_DTYPE).select("itemid")
-    asr_text, asr_bad = latest_speech(asr, videos, "asr", text.speech_text_fields)
-    ocr_text, ocr_bad = latest_speech(ocr, videos, "ocr", text.speech_text_fields)
+    asr_text, asr_bad = latest_speech(asr, videos, "asr", text.speech_text_fields, text.paths("asr"))
+    ocr_text, ocr_bad = latest_speech(ocr, videos, "ocr", text.speech_text_fields, text.paths("ocr"))
     joined = (items
               .join(asr_text.withColumnRenamed("video_id", "itemid"), "itemid", "left")
               .join(ocr_text.withColumnRenamed("video_id", "itemid"), "itemid", "left")

@@ -43,7 +43,8 @@ CATALOGUE = {
     "control_characters": ([pool_row("b07", "\x00\x07标题\x1b[31m", "摘要\r\n\x7f")], [], [], TAGGED, None),
     "lone_surrogate_in_title": ([pool_row("b08", "标题\ud800尾", "摘要")], [], [], TAGGED, None),
     "asr_truncated_json": ([video("b09")], [(1, "b09", '["今天我们来看', DAY)], [], TAGGED, "asr_malformed_json"),
-    "asr_object_not_list": ([video("b10")], [(2, "b10", '{"text": "一段话"}', DAY)], [], TAGGED, "asr_not_a_list"),
+    "asr_object_not_list": ([video("b10")], [(2, "b10", '{"transcript": "一段话"}', DAY)], [], TAGGED,
+                            "asr_not_a_list"),  # an object no configured path reads ({"text": ...} is Whisper's)
     "asr_nested_list": ([video("b11")], [(3, "b11", '[["嵌套"]]', DAY)], [], TAGGED, "asr_unsupported_element"),
     "asr_numeric": ([video("b12")], [(4, "b12", "404", DAY)], [], TAGGED, "asr_not_a_list"),
     "asr_huge_payload": ([video("b13")], [(5, "b13", json.dumps(["很长的语音"] * 200_000, ensure_ascii=False), DAY)],

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tagger.job.payloads import parse_speech
+from tagger.job.payloads import parse_payload as parse_speech
 
 
 @pytest.mark.parametrize("raw", [None, "", "   ", "[]", " [] "])
@@ -27,7 +27,7 @@ def test_configured_text_field_is_used():
 
 @pytest.mark.parametrize("raw,reason", [
     ('["truncated', "malformed_json"),
-    ('{"text": "an object, not a list"}', "not_a_list"),
+    ('{"transcript": "an object no path reads"}', "not_a_list"),
     ("123", "not_a_list"),
     ("[1, 2]", "unsupported_element"),
     ('[["nested"]]', "unsupported_element"),
@@ -43,3 +43,15 @@ def test_lone_surrogates_are_replaced_so_arrow_can_carry_the_text():
     text, error = parse_speech('["a\\ud800b"]')
     assert error is None and text == "a\ufffdb"
     text.encode("utf-8")  # would raise on a lone surrogate
+
+
+def test_whisper_and_paddleocr_shapes_are_read_by_default():
+    whisper = json.dumps({"text": "一段话", "segments": [{"text": "一段话"}]}, ensure_ascii=False)
+    paddle = json.dumps([[[[1, 2], [3, 2], [3, 4], [1, 4]], ["成都车展", 0.99]]], ensure_ascii=False)
+    assert parse_speech(whisper) == ("一段话", None)
+    assert parse_speech(paddle) == ("成都车展", None)
+
+
+def test_an_array_with_one_unreadable_element_is_not_read_half():
+    text, error = parse_speech(json.dumps(["a", {"txt": "b"}]))
+    assert text is None and error.startswith("no_text_field")
