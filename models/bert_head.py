@@ -83,11 +83,23 @@ def save_hf_dir(model, tokenizer, out_dir: str | os.PathLike) -> None:
         raise RuntimeError(f"save_pretrained did not write {out_dir}/model.safetensors")
 
 
-def output_mode(config) -> str:
-    """multi_label_classification -> sigmoid; single-label (explicit, or problem_type unset with
-    >= 2 labels, the transformers convention) -> softmax (2 classes: prob of class 1);
-    a single logit -> sigmoid."""
+ACTIVATIONS = ("sigmoid", "softmax")
+
+
+def output_mode(config, activation: str | None = None) -> str:
+    """How the checkpoint's logits become scores. `activation` (the sidecar's "activation" key)
+    decides when given: "sigmoid" -> one independent score per label; "softmax" -> softmax over
+    the labels (2 classes: the probability of class 1, a 1-label head). Without it, from the
+    config: multi_label_classification -> sigmoid; single-label (explicit, or problem_type unset
+    with >= 2 labels, the transformers convention) -> softmax; a single logit -> sigmoid.
+    Raises ValueError for a regression checkpoint or an unknown activation."""
     n = int(config.num_labels)
+    if activation is not None:
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if activation == "sigmoid" or n == 1:
+            return SIGMOID
+        return SOFTMAX_POSITIVE if n == 2 else SOFTMAX
     pt = getattr(config, "problem_type", None)
     if pt == "multi_label_classification" or n == 1:
         return SIGMOID
@@ -96,17 +108,23 @@ def output_mode(config) -> str:
     return SOFTMAX_POSITIVE if n == 2 else SOFTMAX
 
 
-def config_labels(config) -> list[str]:
+def scoring_is_guessed(config, activation: str | None = None) -> bool:
+    """True when nothing says how to score: no sidecar activation, no problem_type, >= 2 labels
+    (transformers then assumes single-label softmax, which is wrong for a multi-label model)."""
+    return activation is None and getattr(config, "problem_type", None) is None and int(config.num_labels) >= 2
+
+
+def config_labels(config, activation: str | None = None) -> list[str]:
     """Label names in output order, from config.id2label (keys may be str after JSON)."""
     n = int(config.num_labels)
     id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
     names = [id2label.get(i, f"LABEL_{i}") for i in range(n)]
-    mode = output_mode(config)
+    mode = output_mode(config, activation)
     if mode == SOFTMAX_POSITIVE:
         return [names[1]]
     return names
 
 
-def n_outputs(config) -> int:
+def n_outputs(config, activation: str | None = None) -> int:
     """How many probabilities (labels) the checkpoint yields under `output_mode`."""
-    return 1 if output_mode(config) == SOFTMAX_POSITIVE else int(config.num_labels)
+    return 1 if output_mode(config, activation) == SOFTMAX_POSITIVE else int(config.num_labels)

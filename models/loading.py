@@ -221,7 +221,7 @@ def _load_textcnn(d: Path, spec: HeadSpec, shapes: dict, device: torch.device) -
 
 
 def _load_bert(d: Path, spec: HeadSpec, shapes: dict, device: torch.device) -> LoadedHead:
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from .bert_head import n_outputs, output_mode
 
@@ -230,12 +230,13 @@ def _load_bert(d: Path, spec: HeadSpec, shapes: dict, device: torch.device) -> L
                             "save the model with model.save_pretrained(dir, safe_serialization=True)")
     try:
         config = AutoConfig.from_pretrained(str(d), local_files_only=True)
-        mode = output_mode(config)
+        activation = spec.extra.get("activation")
+        mode = output_mode(config, activation)
     except Exception as e:  # noqa: BLE001
         raise ArtifactError(d, "config.json", f"not a usable sequence-classification config ({e})",
                             "export the fine-tuned model with save_pretrained") from None
     L = len(spec.labels)
-    if n_outputs(config) != L:
+    if n_outputs(config, activation) != L:
         raise ArtifactError(d, SIDECAR, f"lists {L} labels but config.json/{WEIGHTS} has {config.num_labels} "
                             f"outputs ({mode})", "use the sidecar written with these weights (labels must "
                             "match the model's outputs, in order) or retrain", key="labels")
@@ -253,13 +254,54 @@ def _load_bert(d: Path, spec: HeadSpec, shapes: dict, device: torch.device) -> L
     except Exception as e:  # noqa: BLE001
         raise ArtifactError(d, WEIGHTS, f"could not load the weights ({type(e).__name__}: {e})",
                             "re-export with model.save_pretrained(dir, safe_serialization=True)") from None
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(d), local_files_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise ArtifactError(d, "tokenizer_config.json", f"could not load the tokenizer ({type(e).__name__}: {e})",
-                            "save the tokenizer next to the model with tokenizer.save_pretrained(dir)") from None
+    tokenizer = _load_tokenizer(d, config)
     max_length = min(int(spec.max_length), _position_cap(config))
     if max_length != spec.max_length:
         spec = HeadSpec(**{**spec.__dict__, "max_length": max_length})
     model.to(device).eval()
     return LoadedHead(spec, model, device, tokenizer=tokenizer, output=mode, path=str(d))
+
+
+# Texts a Chinese automotive checkpoint must be able to read; a tokenizer that turns all of them
+# into special or unknown tokens cannot be what the model was trained with.
+PROBE_TEXTS = ("北京车展新车上市", "比亚迪汉EV售价20万起", "新款SUV谍照曝光")
+
+
+def _load_tokenizer(d: Path, config):
+    """The checkpoint's tokenizer, checked against the model before anything is scored.
+
+    Community Chinese RoBERTa checkpoints (hfl/chinese-roberta-wwm-ext and its fine-tunes) ship a
+    BERT WordPiece vocab.txt and no tokenizer files of their own; transformers would build a
+    byte-level RobertaTokenizer from nothing and encode every text to [<s>, </s>]. Such a directory
+    (model_type roberta, vocab.txt, no tokenizer.json / tokenizer_config.json / merges.txt) gets the
+    WordPiece tokenizer it was trained with. Then: a tokenizer larger than the model's vocabulary,
+    or one that reads every probe text as special or unknown tokens, is refused (ArtifactError).
+    """
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    has = {name: (d / name).is_file() for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                                                   "merges.txt")}
+    wordpiece_only = (getattr(config, "model_type", "") in ("roberta", "xlm-roberta") and has["vocab.txt"]
+                      and not (has["tokenizer.json"] or has["tokenizer_config.json"] or has["merges.txt"]))
+    try:
+        if wordpiece_only:
+            tokenizer = BertTokenizerFast.from_pretrained(str(d), local_files_only=True)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(str(d), local_files_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ArtifactError(d, "tokenizer_config.json", f"could not load the tokenizer ({type(e).__name__}: {e})",
+                            "save the tokenizer next to the model with tokenizer.save_pretrained(dir)") from None
+    fix = ("save the tokenizer the model was fine-tuned with next to it (tokenizer.save_pretrained(dir)); for a "
+           "Chinese BERT/RoBERTa checkpoint that is the WordPiece vocab.txt of its base model")
+    vocab_size = getattr(config, "vocab_size", None)
+    if isinstance(vocab_size, int) and len(tokenizer) > vocab_size:
+        raise ArtifactError(d, "vocab.txt", f"the tokenizer has {len(tokenizer)} tokens but the model's embedding has "
+                            f"{vocab_size} rows (config.vocab_size): ids past the end would index nothing", fix)
+    special = set(tokenizer.all_special_ids)
+    encoded = [tokenizer(text, add_special_tokens=True)["input_ids"] for text in PROBE_TEXTS]
+    if all(all(i in special for i in ids) for ids in encoded):
+        shown = tokenizer.convert_ids_to_tokens(encoded[0])
+        raise ArtifactError(d, "vocab.txt", f"the tokenizer ({type(tokenizer).__name__}, {len(tokenizer)} tokens) "
+                            f"reads every probe text as special or unknown tokens (e.g. {PROBE_TEXTS[0]!r} -> {shown}): "
+                            "every item would get the same score", fix)
+    return tokenizer

@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -183,10 +184,17 @@ class HeadSpec:
 
 def artifact_version(path: str | os.PathLike, spec: HeadSpec | None = None) -> str:
     """"<version>@<digest>": what the job records as a head's model version. The digest covers the
-    thresholds, switches and decision block, and for an ensemble its members' as well, so a
-    recalibrated head (or member) is a new model version."""
+    thresholds, switches and decision block and the bytes of the weights file that will be loaded
+    (weights_digest), and for an ensemble its members' as well: a recalibrated head (or member), or
+    a model.safetensors replaced in place, is a new model version, and a reused Python worker
+    reloads it. Raises ArtifactError for a missing weights file."""
     spec = spec or read_spec(path)
     digest = spec.decision_digest()
+    if spec.arch != "ensemble":
+        directory = _dir_and_sidecar(path)[0]
+        if not (directory / WEIGHTS).is_file():
+            check_weights(directory)  # raises the clear error (pickle, sharded, missing)
+        digest = f"{digest}+{weights_digest(directory / WEIGHTS)[:8]}"
     if spec.arch == "ensemble":
         directory = _dir_and_sidecar(path)[0]
         validate_ensemble(directory, spec)  # at job start, not later on a Spark worker
@@ -248,7 +256,7 @@ def read_spec(path: str | os.PathLike) -> HeadSpec:
     return HeadSpec.from_dict(d, directory, SIDECAR)
 
 
-SMALL_SIDECAR_KEYS = {"head", "label_map", "labels", "thresholds", "enabled", "decision", "disabled_reasons",
+SMALL_SIDECAR_KEYS = {"head", "label_map", "labels", "thresholds", "enabled", "decision", "disabled_reasons", "activation",
                       "max_length", "version"}
 
 
@@ -261,7 +269,12 @@ def _small_sidecar(directory: Path, d: dict) -> dict:
         raise ArtifactError(directory, SIDECAR, f"unknown keys {unknown} in a sidecar next to a Hugging Face "
                             f"checkpoint (known: {sorted(SMALL_SIDECAR_KEYS)})",
                             "fix the spelling (e.g. 'thresholds'), or write a full sidecar with \"arch\"")
-    base = _foreign_spec(directory).to_dict()
+    activation = d.get("activation")
+    if activation is not None and activation not in ("sigmoid", "softmax"):
+        raise ArtifactError(directory, SIDECAR, f"activation is {activation!r}",
+                            'write "activation": "sigmoid" (multi-label: one score per label) or "softmax" '
+                            "(single-label: the scores sum to 1)", key="activation")
+    base = _foreign_spec(directory, activation).to_dict()
     label_map = d.get("label_map")
     if label_map is not None:
         if not isinstance(label_map, dict) or "labels" in d:
@@ -277,18 +290,29 @@ def _small_sidecar(directory: Path, d: dict) -> dict:
     return {**base, **d}
 
 
-def _foreign_spec(directory: Path) -> HeadSpec:
+class ScoringGuessWarning(UserWarning):
+    """A checkpoint says neither problem_type nor (in its sidecar) activation: scored as
+    transformers would (softmax over the labels), which is wrong for a multi-label model."""
+
+
+def _foreign_spec(directory: Path, activation: str | None = None) -> HeadSpec:
     from transformers import AutoConfig
 
-    from .bert_head import config_labels, output_mode
+    from .bert_head import config_labels, output_mode, scoring_is_guessed
 
     try:
         config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
-        mode = output_mode(config)
+        mode = output_mode(config, activation)
     except Exception as e:  # noqa: BLE001 - surface as an artifact problem
         raise ArtifactError(directory, "config.json", f"not a usable sequence-classification config ({e})",
                             "export the fine-tuned model with save_pretrained") from None
-    labels = config_labels(config)
+    if scoring_is_guessed(config, activation):
+        warnings.warn(f"head artifact {directory}: config.json has no problem_type and no sidecar says how to "
+                      f"score its {config.num_labels} labels, so they are scored as transformers would: softmax "
+                      f"over the labels (single-label{', a 1-label head' if int(config.num_labels) == 2 else ''}). "
+                      f"If the model is multi-label, write \"activation\": \"sigmoid\" in {directory / SIDECAR} "
+                      f"(or \"softmax\" to confirm and silence this warning).", ScoringGuessWarning, stacklevel=2)
+    labels = config_labels(config, activation)
     if len(set(labels)) != len(labels):
         raise ArtifactError(directory, "config.json", f"id2label has duplicate names {labels}",
                             "give each class a distinct name in config.id2label", key="id2label")
@@ -311,7 +335,7 @@ def _foreign_spec(directory: Path) -> HeadSpec:
         enabled=[True] * len(labels),
         max_length=max_length,
         version=f"{directory.name}-hf-{digest}",
-        extra={"source": "huggingface", "output_mode": mode,
+        extra={"source": "huggingface", "output_mode": mode, **({"activation": activation} if activation else {}),
                "model_type": getattr(config, "model_type", None)},
     )
 
@@ -325,14 +349,48 @@ def _position_cap(config) -> int:
     return max(1, mpe)
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def weights_digest(weights_file: str | os.PathLike) -> str:
+    """sha256 (hex) of a weights file's bytes. Cached by (real path, size, mtime): in this process,
+    and across runs in $TAGGER_DIGEST_CACHE (default ~/.cache/tagger/weights-sha256.json), so a
+    large checkpoint is hashed once, not on every run. Raises OSError if the file is unreadable."""
+    real = os.path.realpath(weights_file)
+    st = os.stat(real)
+    key = (real, st.st_size, st.st_mtime_ns)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    cache_file = Path(os.environ.get("TAGGER_DIGEST_CACHE") or Path.home() / ".cache" / "tagger" / "weights-sha256.json")
+    disk_key = f"{real}|{st.st_size}|{st.st_mtime_ns}"
+    try:
+        cached = json.loads(cache_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cached = {}
+    digest = cached.get(disk_key) if isinstance(cached, dict) else None
+    if not isinstance(digest, str):
+        h = hashlib.sha256()
+        with open(real, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        digest = h.hexdigest()
+        try:  # best effort: a read-only home only costs a re-hash next run
+            cached = cached if isinstance(cached, dict) else {}
+            cached[disk_key] = digest
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(cached), encoding="utf-8")
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass
+    _DIGESTS[key] = digest
+    return digest
+
+
 def weights_version(head: str, weights_file: str | os.PathLike, when: datetime | None = None) -> str:
     """"<head>-<UTC timestamp>-<first 8 hex of sha256(model.safetensors)>"."""
-    h = hashlib.sha256()
-    with open(weights_file, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
     ts = (when or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
-    return f"{head}-{ts}-{h.hexdigest()[:8]}"
+    return f"{head}-{ts}-{weights_digest(weights_file)[:8]}"
 
 
 def check_weights(directory: str | os.PathLike) -> dict[str, list[int]]:

@@ -17,6 +17,27 @@ def write(path, text):
 
 # -- reading -------------------------------------------------------------------------------------
 
+def test_json_lines_are_split_on_newline_only(tmp_path):
+    """json.dumps(..., ensure_ascii=False) writes U+2028, U+2029 and U+0085 raw inside strings; they
+    are not line breaks in JSON lines. Break: read the file with str.splitlines() and the second
+    record is cut in two ("invalid JSON" on a valid file)."""
+    records = [{"text": "第一条", "labels": ["a"]},
+               {"text": "行内\u2028分隔\u2029段落\u0085下一行\x1c\x1d\x1e", "labels": ["b"]},
+               {"text": "第三条", "labels": []}]
+    p = write(tmp_path / "d.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    assert "\u2028" in p.read_text(encoding="utf-8")  # written raw, as json.dumps does
+    ex = read_examples(p)
+    assert len(ex) == 3 and ex.lines == 3 and ex.labels == [["a"], ["b"], []]
+    assert ex.texts[1].startswith("行内") and ex.texts[1].endswith("下一行")  # separators are whitespace to clean_text
+    crlf = write(tmp_path / "crlf.jsonl", '{"text": "x", "labels": []}\r\n{"text": "y", "labels": ["a"]}\r\n')
+    assert read_examples(crlf).texts == ["x", "y"]
+
+
+def test_texts_from_files_are_normalized_as_the_job_normalizes_doc_text(tmp_path):
+    p = write(tmp_path / "d.jsonl", json.dumps({"text": "<b>北京</b>\u200b车展 ＳＵＶ", "labels": []},
+                                               ensure_ascii=False) + "\n")
+    assert read_examples(p).texts == ["北京车展 SUV"]
+
 def test_jsonl_keeps_itemid_skips_blank_lines_and_accepts_bare_string(tmp_path):
     p = write(tmp_path / "d.jsonl",
               '{"itemid": "a1", "text": "路试谍照曝光", "labels": ["谍照", "预售", "谍照"], "extra": 1}\n'
@@ -41,7 +62,7 @@ def test_paddle_splits_on_the_last_tab(tmp_path):
               "开启预售\t预售,谍照\n带\t制表符的文本\t新车上市\n\n没有标签\t\n")
     ex = read_examples(p)
     assert ex.format == "paddle" and ex.itemids is None
-    assert ex.texts == ["开启预售", "带\t制表符的文本", "没有标签"]
+    assert ex.texts == ["开启预售", "带 制表符的文本", "没有标签"]  # the tab inside is whitespace to clean_text
     assert ex.labels == [["预售", "谍照"], ["新车上市"], []]
 
 
