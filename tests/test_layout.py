@@ -80,3 +80,15 @@ def test_the_daily_job_does_not_load_the_workbench_or_the_benchmarks(entry):
             f"'mlflow', 'gensim', 'faiss', 'peft', 'onnxruntime'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_a_plain_checkout_imports_like_the_installed_package(tmp_path):
+    """An Airflow worker or a GPU machine may put the repository on sys.path without installing it.
+    Break: drop the __path__ line in tagger/__init__.py, and tagger.udfs / tagger.conf are not found
+    (the DAG's pre-flight sensor then fails on import)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import importlib.resources as r, tagger.udfs, "
+            "tagger.models, tagger.conf; print(tagger.udfs.__file__); "
+            "print(r.files('tagger.conf').joinpath('tagger.yaml').is_file())")
+    out = subprocess.run([sys.executable, "-S", "-c", code, str(REPO)], capture_output=True, text=True,
+                         cwd=tmp_path, check=True).stdout.split()
+    assert out == [str(REPO / "udfs" / "__init__.py"), "True"]
