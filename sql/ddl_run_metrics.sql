@@ -15,7 +15,9 @@ CREATE TABLE IF NOT EXISTS IDENTIFIER(:table) (
   rules_version STRING,
   model_loads BIGINT COMMENT 'heads loaded, summed over Python workers (once per worker when healthy)',
   python_workers BIGINT COMMENT 'distinct Python worker processes in the tag stage',
-  implied_parents BIGINT COMMENT 'parent tags added because a child tag came without its parent (source hierarchy)'
+  implied_parents BIGINT COMMENT 'parent tags added because a child tag came without its parent (source hierarchy)',
+  version STRING COMMENT 'the staged version (write-audit-publish)',
+  outcome STRING COMMENT 'passed | warned | refused (by the audits)'
 )
 PARTITIONED BY (dt STRING)
 STORED AS PARQUET

@@ -47,6 +47,10 @@ class Tables:
     quarantine: str
     metrics: str
     truth: str
+    # write-audit-publish (tagger/job/publish.py); default: the output table's name + a suffix
+    versions: str = ""
+    publish_log: str = ""
+    daily_stats: str = ""
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,39 @@ class TrainConf:
     objective: str = "recall"  # recall: lowest qualifying threshold; f1: best dev F1 among them
     combine: str | None = None  # ensemble only: intersection | union | mean
     members: tuple["TrainConf", ...] = ()  # ensemble only: one entry per member model
+
+
+AUDIT_LEVELS = ("fail", "warn")
+
+
+@dataclass(frozen=True)
+class AuditConf:
+    """One audit of the `publish.audits` section: its level ('fail' refuses the publish, 'warn'
+    publishes and reports) and its numeric settings (see conf/tagger.yaml and docs/publishing.md)."""
+    name: str
+    level: str
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PublishConf:
+    """The `publish:` section. keep_versions: staged versions kept on disk per date (the published
+    one is always kept); history_days: how many trailing published days the audits compare with;
+    min_history_days: with fewer, the history audits pass with a note; audits: by name."""
+    keep_versions: int
+    history_days: int
+    min_history_days: int
+    audits: dict[str, AuditConf]
+
+
+# name -> (default level, default settings); the keys a config may set for each audit
+AUDIT_DEFAULTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "volume": ("fail", {"min_ratio": 0.6, "max_ratio": 2.0}),
+    "coverage": ("fail", {"sigmas": 4.0, "min_band": 0.08}),
+    "tag_drift": ("fail", {"psi_warn": 0.10, "psi_fail": 0.25, "p_value": 1e-6, "min_change": 0.5}),
+    "quarantine": ("fail", {"max_share": 0.05}),
+    "golden_set": ("fail", {"path": "", "min_precision": 0.70, "min_predicted": 5}),
+}
 
 
 @dataclass(frozen=True)
@@ -154,6 +191,7 @@ class Config:
     lock_dir: str
     lock_stale_after_hours: float
     spark: SparkConf
+    publish: PublishConf = None  # type: ignore[assignment]  (always set by load_config)
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
@@ -272,6 +310,41 @@ def _train_conf(t: _Reader) -> TrainConf:
                      combine=combine, members=members)
 
 
+def _publish_conf(root: "_Reader", conf_dir: Path) -> PublishConf:
+    """The `publish:` section with its defaults (the whole section may be left out)."""
+    pb = _Reader(root.source, root.data.get("publish") or {}, "publish.")
+    audits_raw = _Reader(root.source, pb.data.get("audits") or {}, "publish.audits.")
+    unknown = sorted(set(audits_raw.data) - set(AUDIT_DEFAULTS))
+    if unknown:
+        audits_raw.fail(unknown[0], "is not an audit", f"Use one of {sorted(AUDIT_DEFAULTS)}.")
+    audits = {}
+    for name, (level, defaults) in AUDIT_DEFAULTS.items():
+        a = _Reader(root.source, audits_raw.data.get(name) or {}, f"publish.audits.{name}.")
+        extra = sorted(set(a.data) - set(defaults) - {"level"})
+        if extra:
+            a.fail(extra[0], "is not a setting of this audit", f"Known: level, {', '.join(defaults)}.")
+        chosen = a.get("level", str, level)
+        if chosen not in AUDIT_LEVELS:
+            a.fail("level", f"must be one of {list(AUDIT_LEVELS)}, got {chosen!r}")
+        settings = {}
+        for key, default in defaults.items():
+            if isinstance(default, str):
+                value = a.get(key, str, default)
+                settings[key] = expand(value, conf_dir) if value else ""
+            else:
+                value = a.get(key, (int, float), default)
+                if isinstance(value, bool) or value < 0:
+                    a.fail(key, f"must be a number >= 0, got {value!r}")
+                settings[key] = float(value)
+        audits[name] = AuditConf(name, chosen, settings)
+    keep = pb.positive_int("keep_versions", 3)
+    history = pb.positive_int("history_days", 14)
+    min_history = pb.get("min_history_days", int, 3)
+    if min_history < 1:
+        pb.fail("min_history_days", f"must be >= 1, got {min_history}")
+    return PublishConf(keep_versions=keep, history_days=history, min_history_days=min_history, audits=audits)
+
+
 def _jmespath_list(section: "_Reader", key: str) -> list[str]:
     """A non-empty list of JMESPath expressions at `key`, each compiled once here so that a typo
     stops the job at start (ConfigError naming the file, the key and the expression)."""
@@ -319,7 +392,9 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     conf_dir = path.resolve().parent
 
     t = root.section("tables")
-    names = {k: t.get(k, str) for k in Tables.__dataclass_fields__}
+    derived = {"versions": "_versions", "publish_log": "_publish_log", "daily_stats": "_daily_stats"}
+    names = {k: t.get(k, str) for k in Tables.__dataclass_fields__ if k not in derived}
+    names.update({k: t.get(k, str, names["output"] + suffix) for k, suffix in derived.items()})
     for key, name in names.items():
         if not TABLE_NAME.match(name):
             t.fail(key, f"'{name}' is not a table name of the form db.table (letters, digits, _)")
@@ -370,6 +445,8 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         sp.fail("catalog", f"must be 'embedded' or 'external', got {catalog!r}")
     spark_conf = {str(k): str(v) for k, v in sp.get("conf", dict, {}).items()}
 
+    publish = _publish_conf(root, conf_dir)
+
     return Config(
         source=source,
         tables=tables,
@@ -388,5 +465,6 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         lock_dir=expand(lk.get("dir", str), conf_dir),
         lock_stale_after_hours=float(stale),
         spark=SparkConf(catalog=catalog, master=sp.get("master", str), conf=spark_conf),
+        publish=publish,
         raw=root.data,
     )

@@ -32,6 +32,12 @@ def write_config(directory: Path, name: str = "tagger.yaml", edit=None) -> Path:
     raw["spark"]["conf"]["spark.sql.shuffle.partitions"] = "2"
     for head in raw["heads"]:
         head["train"].update(FAST_TRAIN.get(head["name"], {}))
+    # The tests run dates in any order and seed bad days on purpose: the publish audits are relaxed
+    # here (no history comparison, any quarantine share, no golden set). tests/tagger/job/test_audits.py
+    # switches each one on.
+    raw["publish"]["min_history_days"] = 1000
+    raw["publish"]["audits"]["quarantine"]["max_share"] = 1.0
+    raw["publish"]["audits"]["golden_set"]["path"] = ""
     if edit:
         edit(raw)
     path = directory / name

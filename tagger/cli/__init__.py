@@ -3,7 +3,9 @@
 Exit codes a scheduler can act on: 0 done; 2 bad usage (nothing ran); 3 bad configuration or
 model artifact (fix it, then rerun); 4 an input is missing (retry later); 5 another run holds the
 same table and date, or the embedded metastore, or (preflight) HiveServer2 is unreachable
-(retry later); 1 anything else.
+(retry later); 6 a gate refused (the audits refused a day: it stays staged, nothing was
+published; review, then `tagger publish` it or fix and rerun; a retry cannot help); 1 anything
+else.
 
 Commands live in three modules by audience (job_commands, model_commands, measure_commands)
 and are imported only when called: `tagger run` (and spark-submit jobs/tag_daily.py) never
@@ -19,7 +21,8 @@ import click
 COMMANDS = {  # name -> "module:attribute"
     **{name: f"tagger.cli.job_commands:{attr}" for name, attr in [
         ("run", "run"), ("backfill", "backfill"), ("demo", "demo"), ("seed", "seed"), ("sql", "sql"),
-        ("preflight", "preflight_command")]},
+        ("preflight", "preflight_command"), ("publish", "publish_command"), ("history", "history_command"),
+        ("rollback", "rollback_command"), ("report", "report_command")]},
     **{name: f"tagger.cli.model_commands:{name}_command" for name in
        ["train", "split", "evaluate", "calibrate", "ensemble"]},
     **{name: f"tagger.cli.measure_commands:{name}_command" for name in ["bench", "ablation"]},

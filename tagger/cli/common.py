@@ -17,7 +17,7 @@ READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN)\b", re.IGN
 # literal holding one of these words is refused too; quote around it with a LIKE pattern instead).
 WRITES = re.compile(r"\b(INSERT|MERGE|CREATE|DROP|ALTER|TRUNCATE|DELETE|UPDATE|LOAD|REPLACE|MSCK|REFRESH|"
                     r"CACHE|UNCACHE|SET|RESET|ADD|GRANT|REVOKE|ANALYZE|REPAIR|USE)\b", re.IGNORECASE)
-EXIT_CONFIG, EXIT_MISSING_INPUT, EXIT_LOCKED = 3, 4, 5
+EXIT_CONFIG, EXIT_MISSING_INPUT, EXIT_LOCKED, EXIT_REFUSED = 3, 4, 5, 6
 
 
 def parse_date(value: str, name: str = "date") -> str:
@@ -79,7 +79,8 @@ def guarded(fn):
     from tagger.models.spec import ArtifactError
     from tagger.models.data import DataError
     from tagger.job.extract import MissingInputError
-    from tagger.job.audit import InvariantError
+    from tagger.job.audit import AuditRefused, InvariantError
+    from tagger.job.publish import PublishError
     from tagger.ops.run_lock import RunLockedError
 
     try:
@@ -93,6 +94,12 @@ def guarded(fn):
     except RunLockedError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_LOCKED)
+    except AuditRefused as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_REFUSED)
+    except PublishError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
     except InvariantError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)

@@ -170,3 +170,100 @@ def preflight_command(ctx: click.Context, run_date: str, job_config: str | None,
         sys.exit(EXIT_HIVESERVER2)
     click.echo(report.to_json() if fmt == "json" else report.format())
     sys.exit(report.exit_code)
+
+
+@click.command("publish", help="Publish a staged version of a date: point the date's output and quarantine partitions "
+                               "at it (after review of a version the audits refused, or to re-publish). Also mends a "
+                               "date left half-published by a crash. Recorded with who and why in the publish log.")
+@click.option("--date", "run_date", type=DATE, required=True, help="The date (dt) to publish.")
+@click.option("--version", "version", required=True, help="A version listed by `tagger history --date D`.")
+@click.option("--reason", required=True, help="Why (kept in the publish log), e.g. \"volume drop confirmed: holiday\".")
+@click.pass_context
+def publish_command(ctx: click.Context, run_date: str, version: str, reason: str) -> None:
+    cfg = load_job_config(ctx)
+    from tagger.job.publish import publish, repair, staged_versions
+    from tagger.job.write import ensure_tables
+
+    spark = session(cfg, f"tagger-publish-{run_date}")
+
+    def go():
+        ensure_tables(spark, cfg.tables)
+        repair(spark, cfg.tables, run_date)
+        known = staged_versions(spark, cfg.tables, run_date)
+        refused = not known.empty and (known.loc[known["version"] == version, "outcome"] == "refused").any()
+        before = publish(spark, cfg.tables, run_date, version, action="override" if refused else "publish",
+                         reason=reason, keep_versions=cfg.publish.keep_versions)
+        click.echo(f"{run_date}: published {version} (before: {before or 'nothing'})")
+
+    guarded(go)
+
+
+@click.command("history", help="List the versions of a date: run id, model and rules versions, audit outcome, "
+                               "which one readers see, and every publish, override, rollback and repair.")
+@click.option("--date", "run_date", type=DATE, required=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def history_command(ctx: click.Context, run_date: str, fmt: str) -> None:
+    cfg = load_job_config(ctx)
+    from tagger.job.publish import publish_log, published_version, staged_versions
+    from tagger.job.write import ensure_tables
+
+    spark = session(cfg, f"tagger-history-{run_date}")
+
+    def go():
+        ensure_tables(spark, cfg.tables)
+        versions, log = staged_versions(spark, cfg.tables, run_date), publish_log(spark, cfg.tables, run_date)
+        current = published_version(spark, cfg.tables, run_date)
+        if fmt == "json":
+            import json
+
+            click.echo(json.dumps({"date": run_date, "published": current,
+                                   "versions": versions.to_dict(orient="records"),
+                                   "log": log.to_dict(orient="records")}, ensure_ascii=False, default=str, indent=2))
+            return
+        click.echo(f"{run_date}: readers see {current or 'no versioned partition'}")
+        for row in versions.itertuples():
+            mark = "*" if row.version == current else " "
+            click.echo(f" {mark} {row.version}  {row.outcome:<8} staged {row.staged_at}  items {row.items:,}  "
+                       f"{'on disk' if row.on_disk else 'removed'}\n      models {row.model_version}\n"
+                       f"      rules {row.rules_version}")
+            for r in _audits(row.audits):
+                click.echo(f"      {r['status']:<4} {r['audit']}: {r['message']}")
+        if not log.empty:
+            click.echo("publish log:")
+            for row in log.itertuples():
+                click.echo(f"  {row.at}  {row.action:<8} {row.version}  by {row.actor}"
+                           + (f"  ({row.reason})" if row.reason else ""))
+
+    guarded(go)
+
+
+def _audits(text: str | None) -> list[dict]:
+    """The audit results stored with a version (JSON), or []."""
+    import json
+
+    try:
+        return json.loads(text or "[]")
+    except ValueError:
+        return []
+
+
+@click.command("rollback", help="Point a date back at an earlier published version (default: the one before the "
+                                "current one). Recorded in the publish log.")
+@click.option("--date", "run_date", type=DATE, required=True)
+@click.option("--to", "to", default=None, help="The version to go back to (default: the previously published one).")
+@click.option("--reason", required=True, help="Why (kept in the publish log).")
+@click.pass_context
+def rollback_command(ctx: click.Context, run_date: str, to: str | None, reason: str) -> None:
+    cfg = load_job_config(ctx)
+    from tagger.job.publish import rollback
+    from tagger.job.write import ensure_tables
+
+    spark = session(cfg, f"tagger-rollback-{run_date}")
+
+    def go():
+        ensure_tables(spark, cfg.tables)
+        before, now = rollback(spark, cfg.tables, run_date, to, reason)
+        click.echo(f"{run_date}: rolled back from {before} to {now}")
+
+    guarded(go)

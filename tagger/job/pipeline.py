@@ -1,7 +1,9 @@
-"""One run date, end to end: check inputs -> extract -> normalize -> tag -> audit -> write.
+"""One run date, end to end: check inputs -> extract -> normalize -> tag -> invariant -> stage ->
+audit -> publish.
 
 This module only wires the stages (tagger/job/extract.py, normalize.py, tag.py, audit.py,
-write.py) and times them; the caller owns the SparkSession (jobs/tag_daily.py, the CLI, tests).
+stats.py, publish.py, write.py) and times them; the caller owns the SparkSession
+(jobs/tag_daily.py, the CLI, tests).
 """
 from __future__ import annotations
 
@@ -13,12 +15,15 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from tagger.config import Config
-from tagger.job.audit import check_invariant
+from tagger.job.audit import AuditRefused, check_invariant, outcome, run_audits
+from tagger.job.publish import publish, published_version, record_version, repair, stage
+from tagger.job.stats import daily_stats, published_history, write_daily_stats
 from tagger.job.extract import check_inputs, extract
 from tagger.job.normalize import normalize
 from tagger.job.summary import RunSummary, quarantine_reasons, run_fingerprint, tag_counts
 from tagger.job.tag import build_spec, load_tag_index, tag_items
-from tagger.job.write import ensure_tables, overwrite_partition, write_metrics
+from tagger.udfs.tagging import Tagger
+from tagger.job.write import ensure_tables, write_metrics
 from tagger.ops.run_lock import run_lock
 
 
@@ -51,6 +56,7 @@ def _run_locked(spark: SparkSession, cfg: Config, run_date: str) -> RunSummary:
     spec, model_version, disabled = build_spec(cfg, tag_index, cfg.tables.tag_dim, threads)
     run_id = run_fingerprint(run_date, cfg, model_version, spec.rules.version)
     ensure_tables(spark, cfg.tables)
+    repaired = repair(spark, cfg.tables, run_date)  # a crash between two switches of an earlier run
     clock = _timed(stages, "prepare", clock)
 
     norm = normalize(sources.pool, sources.asr, sources.ocr, cfg.text)
@@ -74,10 +80,24 @@ def _run_locked(spark: SparkSession, cfg: Config, run_date: str) -> RunSummary:
     reasons = quarantine_reasons(quarantine)
     clock = _timed(stages, "summary", clock)
 
-    overwrite_partition(spark, tagged, cfg.tables.output, run_date, empty=n_tagged == 0)
-    overwrite_partition(spark, quarantine.withColumn("run_id", F.lit(run_id)), cfg.tables.quarantine, run_date,
-                        empty=n_quarantine == 0)
-    _timed(stages, "write", clock)
+    staged = stage(spark, cfg.tables, run_date, run_id, tagged, quarantine.withColumn("run_id", F.lit(run_id)))
+    stats = daily_stats(tagged, reasons, selected, cfg.gate_head, run_date, staged.version)
+    write_daily_stats(spark, cfg.tables.daily_stats, stats)
+    clock = _timed(stages, "stage", clock)
+
+    if published_version(spark, cfg.tables, run_date) == staged.version:
+        results = [dict(audit="publish", level="warn", status="note", value=None, limit=None,
+                        message=f"version {staged.version} is already published: nothing to do")]
+    else:
+        history = published_history(spark, cfg.tables, run_date, cfg.publish.history_days)
+        results = run_audits(cfg.publish, stats, history, model_version, lambda: Tagger(spec))
+    verdict = outcome(results)
+    clock = _timed(stages, "audit", clock)
+    if staged.reused is False or verdict != "passed":
+        record_version(spark, cfg.tables, staged, model_version, spec.rules.version, verdict, results)
+    if verdict != "refused":
+        publish(spark, cfg.tables, run_date, staged.version, keep_versions=cfg.publish.keep_versions)
+    _timed(stages, "publish", clock)
 
     summary = RunSummary(
         run_date=run_date, run_id=run_id, items_selected=selected, items_tagged=n_tagged,
@@ -86,13 +106,26 @@ def _run_locked(spark: SparkSession, cfg: Config, run_date: str) -> RunSummary:
         model_version=model_version, rules_version=spec.rules.version, disabled_labels=disabled,
         # read after the write: a write that ran the models again would show here
         model_loads=loads.models.value, python_workers=len(loads.workers.value), implied_parents=implied,
-        rows_through_models=loads.rows.value)
+        rows_through_models=loads.rows.value, version=staged.version, outcome=verdict, audits=results,
+        repaired=repaired)
     stages["total"] = round(time.perf_counter() - t0, 2)
     summary.stage_seconds = stages
     write_metrics(spark, cfg, summary, started_at)
     items.unpersist()
     quarantine.unpersist()
     tagged.unpersist()
+    if verdict == "refused":
+        raise AuditRefused(refusal_message(run_date, staged.version, results), staged.version, results)
     return summary
+
+
+def refusal_message(run_date: str, version: str, results: list[dict]) -> str:
+    """What failed, by how much, and the two ways on."""
+    failed = "\n".join(f"  {r['audit']}: {r['message']}" for r in results if r["status"] == "fail")
+    return (f"{run_date}: the audits refused version {version}; nothing was published (readers still see the "
+            f"previous version). Failed:\n{failed}\nEither review it and publish it anyway:\n"
+            f"  tagger publish --date {run_date} --version {version} --reason \"...\"\n"
+            f"or fix the cause (inputs, models, rules) and rerun the date. All results: "
+            f"tagger history --date {run_date}")
 
 

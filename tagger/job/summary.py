@@ -33,6 +33,10 @@ class RunSummary:
     python_workers: int = 0  # distinct Python worker processes that tagged
     implied_parents: int = 0  # parent tags added because a child tag was emitted without its parent
     rows_through_models: int = 0  # = items_tagged when the tag stage ran once (a recompute shows here)
+    version: str = ""  # the staged version (tagger/job/publish.py)
+    outcome: str = ""  # passed | warned | refused (by the audits)
+    audits: list = field(default_factory=list)  # the audit results (tagger/job/audit.py)
+    repaired: str | None = None  # a version the run found half-published and mended
 
     def format(self) -> str:
         """The summary as the lines `tagger run` prints."""
@@ -54,6 +58,16 @@ class RunSummary:
             lines.append("  labels switched off in their artifacts: " + ", ".join(self.disabled_labels))
         lines.append(f"  models loaded {self.model_loads} times in {self.python_workers} Python worker(s); "
                      f"{self.rows_through_models:,} rows through the models")
+        if self.audits:
+            from tagger.job.audit import format_results
+
+            published = {"passed": "published", "warned": "published with warnings",
+                          "refused": "REFUSED, not published"}.get(self.outcome, self.outcome)
+            lines.append(f"  version {self.version}: {published}")
+            lines.append(format_results(self.audits))
+        if self.repaired:
+            lines.append(f"  repaired: the quarantine was pointed back at version {self.repaired} (a crash between "
+                         f"two switches of an earlier run)")
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
         lines.append(f"  seconds: {stages}")
         lines.append(f"  models: {self.model_version}   rules: {self.rules_version}")

@@ -1,4 +1,5 @@
-"""Write the run's results to Hive (an edge): exactly one dt partition, columns by name."""
+"""Hive tables the job writes (an edge): creating them, and appending the run's metrics row.
+The output and quarantine partitions are published as versions by tagger/job/publish.py."""
 from __future__ import annotations
 
 import uuid
@@ -6,13 +7,13 @@ import uuid
 from pyspark.sql import DataFrame, SparkSession
 
 from tagger.config import Config, Tables
-from tagger.ops.failpoints import failpoint, stall_after_first_batch
 from tagger.sql_files import run_sql
 
-DDL = {"output": "ddl_item_tags", "quarantine": "ddl_quarantine", "metrics": "ddl_run_metrics"}
+DDL = {"output": "ddl_item_tags", "quarantine": "ddl_quarantine", "metrics": "ddl_run_metrics",
+       "versions": "ddl_versions", "publish_log": "ddl_publish_log", "daily_stats": "ddl_daily_stats"}
 # Columns added to a DDL after tables were first created: existing tables get them on the next
 # run (old rows read NULL). Keep in step with sql/ddl_*.sql.
-ADDED_COLUMNS = {"metrics": [("implied_parents", "BIGINT")]}
+ADDED_COLUMNS = {"metrics": [("implied_parents", "BIGINT"), ("version", "STRING"), ("outcome", "STRING")]}
 
 
 def ensure_tables(spark: SparkSession, tables: Tables) -> None:
@@ -28,48 +29,20 @@ def ensure_tables(spark: SparkSession, tables: Tables) -> None:
                 spark.sql(f"ALTER TABLE IDENTIFIER(:table) ADD COLUMNS ({column} {kind})", args={"table": names[attr]})
 
 
-def _insert(spark: SparkSession, df: DataFrame, table: str, dt: str, overwrite: bool) -> None:
-    # Select the table's columns by name, in the table's order: INSERT matches by position.
+def append_partition(spark: SparkSession, df: DataFrame, table: str, dt: str) -> None:
+    """Add df's rows to partition dt (yyyy-MM-dd) of `table`; existing rows stay. df must hold every
+    column of the table but dt (selected by name, in the table's order: INSERT matches by position;
+    extra columns are ignored); a missing column raises pyspark's AnalysisException. Used for the
+    append-only tables (run metrics); the output and quarantine are published as versions
+    (tagger/job/publish.py)."""
     columns = [f.name for f in spark.table(table).schema.fields if f.name != "dt"]
-    view = f"tagger_staging_{uuid.uuid4().hex[:12]}"
-    df = df.select(*columns)
-    stall = failpoint("write_stall_seconds")
-    if stall and overwrite:
-        df = df.mapInPandas(stall_after_first_batch(stall), df.schema)
-    df.createOrReplaceTempView(view)
-    # A *dynamic* partition insert: Spark writes into <table>/.spark-staging-<job>/ and swaps the
-    # dt directory in at commit. A static `PARTITION (dt = :dt)` overwrite would delete the old
-    # partition before writing, so a failed run would leave it empty or half-written.
-    spark.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic")
-    verb = "INSERT OVERWRITE TABLE" if overwrite else "INSERT INTO TABLE"
+    view = f"tagger_append_{uuid.uuid4().hex[:12]}"
+    df.select(*columns).createOrReplaceTempView(view)
     try:
-        spark.sql(f"{verb} IDENTIFIER(:table) PARTITION (dt) SELECT *, :dt AS dt FROM IDENTIFIER(:view)",
+        spark.sql("INSERT INTO TABLE IDENTIFIER(:table) PARTITION (dt) SELECT *, :dt AS dt FROM IDENTIFIER(:view)",
                   args={"table": table, "dt": dt, "view": view})
     finally:
         spark.catalog.dropTempView(view)
-
-
-def overwrite_partition(spark: SparkSession, df: DataFrame, table: str, dt: str, empty: bool = False) -> None:
-    """Replace partition dt of table with df; other partitions are untouched. A failure before
-    Spark's commit leaves the old partition as it was.
-
-    `empty=True` (the caller knows df has no rows): a dynamic insert of nothing replaces nothing,
-    so the old partition is dropped and an empty one added; an empty partition still tells
-    downstream readers that the day was processed.
-    """
-    if empty:
-        args = {"table": table, "dt": dt}
-        spark.sql("ALTER TABLE IDENTIFIER(:table) DROP IF EXISTS PARTITION (dt = :dt)", args=args)
-        spark.sql("ALTER TABLE IDENTIFIER(:table) ADD IF NOT EXISTS PARTITION (dt = :dt)", args=args)
-        return
-    _insert(spark, df, table, dt, overwrite=True)
-
-
-def append_partition(spark: SparkSession, df: DataFrame, table: str, dt: str) -> None:
-    """Add df's rows to partition dt (yyyy-MM-dd) of `table`; existing rows stay. df must hold every
-    column of the table but dt (selected by name; extra columns are ignored); a missing column
-    raises pyspark's AnalysisException."""
-    _insert(spark, df, table, dt, overwrite=False)
 
 
 def write_metrics(spark: SparkSession, cfg: Config, s, started_at: str) -> None:
@@ -80,6 +53,7 @@ def write_metrics(spark: SparkSession, cfg: Config, s, started_at: str) -> None:
                items_quarantined=s.items_quarantined, quarantine_rows=s.quarantine_rows, tag_counts=s.tag_counts,
                quarantine_reasons=s.quarantine_reasons, stage_seconds=s.stage_seconds,
                model_version=s.model_version, rules_version=s.rules_version,
-               model_loads=s.model_loads, python_workers=s.python_workers, implied_parents=s.implied_parents)
+               model_loads=s.model_loads, python_workers=s.python_workers, implied_parents=s.implied_parents,
+               version=s.version, outcome=s.outcome)
     schema = spark.table(cfg.tables.metrics).drop("dt").schema
     append_partition(spark, spark.createDataFrame([row], schema), cfg.tables.metrics, s.run_date)

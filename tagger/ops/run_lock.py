@@ -20,15 +20,11 @@ from datetime import datetime, timezone
 
 from pyspark.sql import SparkSession
 
+from tagger.ops.storage import fs_path
+
 
 class RunLockedError(RuntimeError):
     """Another run is writing the same output table and date."""
-
-
-def _fs_path(spark: SparkSession, path: str):
-    jvm = spark.sparkContext._jvm
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
 
 
 def _read(spark: SparkSession, fs, hpath) -> dict:
@@ -85,7 +81,7 @@ def run_lock(spark: SparkSession, lock_dir: str, table: str, dt: str, stale_afte
     with a warning to `log`. Raises RunLockedError when a live run holds it, or another run took it
     over at the same moment."""
     path = f"{lock_dir.rstrip('/')}/{table}/dt={dt}.lock"
-    fs, hpath = _fs_path(spark, path)
+    fs, hpath = fs_path(spark, path)
     now = datetime.now(timezone.utc)
     payload = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "table": table, "dt": dt,
                           "started_at": now.isoformat(timespec="seconds"), "epoch": now.timestamp()})

@@ -1,9 +1,8 @@
-"""The write edge: exactly one dt partition, columns by name, all-or-nothing."""
+"""The write edge: appends by column name, and tables created or upgraded in place."""
 import pytest
 from pyspark.sql import functions as F
-from pyspark.sql.functions import udf
 
-from tagger.job.write import append_partition, overwrite_partition
+from tagger.job.write import append_partition
 
 TABLE = "write_tests.t"
 
@@ -18,37 +17,6 @@ def table(spark):
 
 def rows(spark, dt):
     return sorted((r["a"], r["b"]) for r in spark.table(TABLE).filter(F.col("dt") == dt).collect())
-
-
-def test_overwrite_replaces_one_partition_by_column_name(spark, table):
-    overwrite_partition(spark, spark.createDataFrame([("x", 1)], "a string, b bigint"), table, "2024-01-01")
-    overwrite_partition(spark, spark.createDataFrame([("y", 2)], "a string, b bigint"), table, "2024-01-02")
-    # Columns in another order than the table's: matched by name, not position.
-    overwrite_partition(spark, spark.createDataFrame([(3, "z"), (4, "w")], "b bigint, a string"), table, "2024-01-01")
-    assert rows(spark, "2024-01-01") == [("w", 4), ("z", 3)]
-    assert rows(spark, "2024-01-02") == [("y", 2)]
-
-
-def test_a_write_failing_mid_job_leaves_the_old_partition(spark, table):
-    overwrite_partition(spark, spark.createDataFrame([("old", 1)], "a string, b bigint"), table, "2024-01-03")
-
-    @udf("string")
-    def explode_on_c(a):
-        if a == "c":
-            raise RuntimeError("injected failure while writing")
-        return a
-
-    bad = spark.createDataFrame([("a", 1), ("b", 2), ("c", 3)], "a string, b bigint").repartition(3)
-    with pytest.raises(Exception, match="injected failure"):
-        overwrite_partition(spark, bad.withColumn("a", explode_on_c("a")), table, "2024-01-03")
-    assert rows(spark, "2024-01-03") == [("old", 1)]
-
-
-def test_empty_overwrite_leaves_an_empty_partition(spark, table):
-    overwrite_partition(spark, spark.createDataFrame([("old", 1)], "a string, b bigint"), table, "2024-01-04")
-    overwrite_partition(spark, spark.createDataFrame([], "a string, b bigint"), table, "2024-01-04", empty=True)
-    assert rows(spark, "2024-01-04") == []
-    assert "dt=2024-01-04" in [r[0] for r in spark.sql(f"SHOW PARTITIONS {TABLE}").collect()]
 
 
 def test_append_adds_rows(spark, table):
