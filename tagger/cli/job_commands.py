@@ -95,6 +95,16 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
         train_end = (date.fromisoformat(DEMO_DATE) - timedelta(days=1)).isoformat()
         guarded(lambda: train_all(spark, cfg, date_range(DEMO_START, train_end), None if fresh else missing,
                                    log=click.echo))
+    from tagger.job.publish import published_version
+
+    history = [d for d in date_range(DEMO_START, DEMO_DATE)[:-1]
+               if fresh or not guarded(lambda d=d: published_version(spark, cfg.tables, d))]
+    if history:  # the audits compare a day with the published days before it
+        click.echo(f"== tagging {', '.join(history)}: the history the audits of {DEMO_DATE} compare with")
+        for day in history:
+            done = guarded(lambda d=day: run_one(spark, cfg, d))
+            click.echo(f"  {day}: {done.items_tagged:,} items, version {done.version} {done.outcome} "
+                       f"({done.stage_seconds['total']:.0f}s)")
     click.echo(f"== tagging {DEMO_DATE}")
     summary = guarded(lambda: run_one(spark, cfg, DEMO_DATE))
     click.echo(summary.format())

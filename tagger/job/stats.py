@@ -56,7 +56,16 @@ def write_daily_stats(spark: SparkSession, table: str, stats: pd.DataFrame) -> N
         return
     schema = spark.table(table).schema
     columns = [f.name for f in schema.fields]
-    records = [tuple(None if (not isinstance(v, dict) and pd.isna(v)) else v for v in row)
+    integral = [f.dataType.typeName() in ("long", "integer") for f in schema.fields]
+
+    def plain(value, is_int):
+        if isinstance(value, dict):
+            return value
+        if pd.isna(value):
+            return None
+        return int(value) if is_int else value.item() if hasattr(value, "item") else value
+
+    records = [tuple(plain(v, i) for v, i in zip(row, integral))
                for row in stats[columns].itertuples(index=False, name=None)]
     spark.createDataFrame(records, schema).write.insertInto(table)
 

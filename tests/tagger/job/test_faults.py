@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
@@ -79,16 +78,22 @@ def test_the_same_backfill_range_twice_gives_identical_partitions(spark, cfg, tr
         assertDataFrameEqual(partition(spark, cfg.tables.output, day), first[day])
 
 
-def _read_partition(home: Path, day: str) -> pd.DataFrame:
-    directory = home / "warehouse" / "tagging.db" / "item_tags" / f"dt={day}"
-    df = pq.read_table(directory).to_pandas()
-    return df[["itemid", "tag_ids", "gate_score", "run_id"]].sort_values("itemid").reset_index(drop=True)
+def _read_partition(run, day: str) -> pd.DataFrame:
+    """What readers see for the day, through the catalog (`tagger sql`), sorted by itemid."""
+    import io
+
+    text = run("sql", "--format", "csv", "--limit", "100000",
+               f"SELECT itemid, tag_ids, gate_score, run_id FROM tagging.item_tags WHERE dt = '{day}' ORDER BY itemid")
+    csv = text[text.index("itemid,tag_ids"):]
+    return pd.read_csv(io.StringIO(csv), dtype={"itemid": str, "tag_ids": str, "run_id": str}, keep_default_na=False)
 
 
 @pytest.mark.slow
 def test_driver_killed_mid_write_and_a_concurrent_run(tmp_path, tagger_home, trained):
-    """Run A stalls inside its write and is killed with SIGKILL; run B, started while A holds the
-    date, refuses naming A; run C takes over A's dead lock and writes the complete partition."""
+    """Run A stalls inside the write of its staged version and is killed with SIGKILL; run B,
+    started while A holds the date, refuses naming A; readers still see the published version;
+    run C takes over A's dead lock and publishes its version whole. Break: write the staged rows
+    into the live partition (dt=D) instead of _versions/, and readers see A's half-written files."""
     day = "2024-05-01"
     home = tmp_path / "home"
     shutil.copytree(tagger_home / "models", home / "models")
@@ -106,8 +111,9 @@ def test_driver_killed_mid_write_and_a_concurrent_run(tmp_path, tagger_home, tra
 
     run("seed", "--items", "2000", "--start", day, "--days", "1")
     run("run", "--date", day)
-    baseline = _read_partition(home, day)
+    baseline = _read_partition(run, day)
     assert len(baseline) > 1800 and baseline["itemid"].is_unique
+    run("seed", "--items", "2000", "--start", day, "--days", "1", "--seed", "8")  # new content: a new version
 
     table_dir = home / "warehouse" / "tagging.db" / "item_tags"
     a = subprocess.Popen([*tagger, "run", "--date", day], cwd=REPO, start_new_session=True,
@@ -115,7 +121,7 @@ def test_driver_killed_mid_write_and_a_concurrent_run(tmp_path, tagger_home, tra
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 900  # the whole run up to its write; generous for a loaded CI machine
-        while not list(table_dir.glob(".spark-staging-*")):  # the write job has started
+        while not list(table_dir.glob(f"_versions/dt={day}/*/_temporary")):  # the staged write has started
             assert a.poll() is None, "run A ended before its write stalled"
             assert time.time() < deadline, "run A never reached its write"
             time.sleep(0.2)
@@ -125,11 +131,13 @@ def test_driver_killed_mid_write_and_a_concurrent_run(tmp_path, tagger_home, tra
         os.killpg(a.pid, signal.SIGKILL)
         a.wait()
 
-    pd.testing.assert_frame_equal(_read_partition(home, day), baseline)  # A's half-written files are not in
+    pd.testing.assert_frame_equal(_read_partition(run, day), baseline)  # A's half-written files are not read
 
     resumed = run("run", "--date", day)
     assert "taking over the lock" in resumed
-    pd.testing.assert_frame_equal(_read_partition(home, day), baseline)  # complete, no duplicates
-    counted = run("sql", "--format", "csv", f"SELECT count(*) AS n, count(DISTINCT itemid) AS d "
-                                            f"FROM tagging.item_tags WHERE dt = '{day}'")
-    assert f"{len(baseline)},{len(baseline)}" in counted
+    after = _read_partition(run, day)
+    assert after["itemid"].is_unique and len(after) > 1800 and after["run_id"].nunique() == 1
+    assert set(after["itemid"]) != set(baseline["itemid"])  # the new version, whole
+    history = run("history", "--date", day)  # two published versions, the newest one current
+    current = history.split("readers see ")[1].split()[0]
+    assert f"* {current}" in history and history.count("  publish ") == 2
