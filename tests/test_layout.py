@@ -92,3 +92,15 @@ def test_a_plain_checkout_imports_like_the_installed_package(tmp_path):
     out = subprocess.run([sys.executable, "-S", "-c", code, str(REPO)], capture_output=True, text=True,
                          cwd=tmp_path, check=True).stdout.split()
     assert out == [str(REPO / "udfs" / "__init__.py"), "True"]
+
+
+def test_every_package_folder_has_an_init_so_the_wheel_carries_it():
+    """setuptools' find_packages skips a folder without __init__.py: an editable install still finds
+    it (a namespace package), the built wheel does not. Break: delete tagger/job/__init__.py."""
+    from setuptools import find_packages
+
+    folders = {p.parent for root in ("tagger", "udfs", "models") for p in (REPO / root).rglob("*.py")
+               if "__pycache__" not in p.parts}
+    assert sorted(str(f.relative_to(REPO)) for f in folders if not (f / "__init__.py").is_file()) == []
+    assert {"tagger.job", "tagger.ops", "tagger.cli", "tagger.training", "tagger.measure"} <= set(
+        find_packages(str(REPO), include=["tagger", "tagger.*"]))
