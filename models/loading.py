@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +82,8 @@ class LoadedHead:
 
     # -- inference --------------------------------------------------------------------------
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64, *, order: str = "length",
-                      padding: str = "batch", grad: str = "inference", tokenize: str = "batch") -> np.ndarray:
+                      padding: str = "batch", grad: str = "inference", tokenize: str = "batch",
+                      progress: Callable[[int], object] | None = None) -> np.ndarray:
         """(len(texts), len(labels)) float32 probabilities in [0, 1], rows in input order.
 
         The job's choices are the defaults: whole-list tokenization, mini-batches of `batch_size`
@@ -90,7 +91,9 @@ class LoadedHead:
         longest row (capped at max_length), torch.inference_mode, bf16 autocast on CUDA (BERT).
         The keyword switches undo one choice each, for `tagger ablation` (same scores, other cost):
         order "input"; padding "max" (every batch padded to max_length); grad "no_grad" or
-        "enabled"; tokenize "per_text" (one tokenizer call per text). None/NaN texts score as "".
+        "enabled"; tokenize "per_text" (one tokenizer call per text). `progress`, when given, is
+        called with the number of texts just scored after each mini-batch (calibration's progress
+        lines). None/NaN texts score as "".
         Raises ValueError for an unknown switch value.
         """
         switches = {"order": (order, ("length", "input")), "padding": (padding, ("batch", "max")),
@@ -127,6 +130,8 @@ class LoadedHead:
                     lens = torch.from_numpy(lengths[idx]).to(self.device)
                     proba = self._to_proba(self._logits(x, lens, tables))
                     out[idx] = proba.detach().cpu().numpy()
+                    if progress is not None:
+                        progress(len(idx))
         finally:
             if was_training:
                 self.model.train()

@@ -19,31 +19,28 @@ from tagger.job.normalize import normalize
 from tagger.job.summary import RunSummary, quarantine_reasons, run_fingerprint, tag_counts
 from tagger.job.tag import build_spec, load_tag_index, tag_items
 from tagger.job.write import ensure_tables, overwrite_partition, write_metrics
+from tagger.models.progress import Stages
 from tagger.ops.run_lock import run_lock
-
-
-def _timed(stages: dict[str, float], name: str, started: float) -> float:
-    now = time.perf_counter()
-    stages[name] = round(now - started, 2)
-    return now
 
 
 def run_date(spark: SparkSession, cfg: Config, run_date: str, log=print) -> RunSummary:
     """Tag one date (yyyy-MM-dd), holding the run lock of (output table, date) throughout, and
     return its RunSummary. Overwrites exactly that dt partition of the output and quarantine
-    tables and appends one metrics row. Raises MissingInputError (an input has not landed),
+    tables and appends one metrics row. `log` gets a line as each stage (prepare,
+    extract_normalize, tag, summary, write) starts and ends, with its seconds. Raises MissingInputError (an input has not landed),
     ConfigError / ArtifactError (bad config, rules or heads), RunLockedError (another run holds
     the date) and InvariantError (the output would lose or duplicate an item); on any of them the
     published partitions are left as they were."""
     with run_lock(spark, cfg.lock_dir, cfg.tables.output, run_date, cfg.lock_stale_after_hours, log=log):
-        return _run_locked(spark, cfg, run_date)
+        return _run_locked(spark, cfg, run_date, log)
 
 
-def _run_locked(spark: SparkSession, cfg: Config, run_date: str) -> RunSummary:
+def _run_locked(spark: SparkSession, cfg: Config, run_date: str, log) -> RunSummary:
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    stages: dict[str, float] = {}
-    t0 = clock = time.perf_counter()
+    stages = Stages(log, prefix=f"[{run_date}] stage ")
+    t0 = time.perf_counter()
 
+    stages.start("prepare")
     check_inputs(spark, cfg, run_date)
     sources = extract(spark, cfg, run_date)
     tag_index = load_tag_index(sources.tag_dim)
@@ -51,19 +48,19 @@ def _run_locked(spark: SparkSession, cfg: Config, run_date: str) -> RunSummary:
     spec, model_version, disabled = build_spec(cfg, tag_index, cfg.tables.tag_dim, threads)
     run_id = run_fingerprint(run_date, cfg, model_version, spec.rules.version)
     ensure_tables(spark, cfg.tables)
-    clock = _timed(stages, "prepare", clock)
 
+    stages.start("extract_normalize")
     norm = normalize(sources.pool, sources.asr, sources.ocr, cfg.text)
     items = norm.items.persist(StorageLevel.MEMORY_AND_DISK)
     quarantine = norm.quarantine.persist(StorageLevel.MEMORY_AND_DISK)
     selected = sources.pool.filter(F.col("itemid").isNotNull()).select("itemid").distinct().count()
     n_items, n_quarantine = items.count(), quarantine.count()
-    clock = _timed(stages, "extract_normalize", clock)
 
+    stages.start("tag")
     tagged, loads = tag_items(spark, cfg, items, spec, run_id)
     n_tagged = tagged.count()
-    clock = _timed(stages, "tag", clock)
 
+    stages.start("summary")
     dropped_items = (quarantine.filter("scope = 'item' AND itemid IS NOT NULL").select("itemid").distinct().count())
     check_invariant(run_date, selected, n_items, n_tagged, dropped_items)
 
@@ -72,12 +69,12 @@ def _run_locked(spark: SparkSession, cfg: Config, run_date: str) -> RunSummary:
     # write would run the models again (measured: the summary stage took longer than tagging).
     counts, implied, with_tags = tag_counts(tagged)
     reasons = quarantine_reasons(quarantine)
-    clock = _timed(stages, "summary", clock)
 
+    stages.start("write")
     overwrite_partition(spark, tagged, cfg.tables.output, run_date, empty=n_tagged == 0)
     overwrite_partition(spark, quarantine.withColumn("run_id", F.lit(run_id)), cfg.tables.quarantine, run_date,
                         empty=n_quarantine == 0)
-    _timed(stages, "write", clock)
+    stages.end()
 
     summary = RunSummary(
         run_date=run_date, run_id=run_id, items_selected=selected, items_tagged=n_tagged,
@@ -87,8 +84,7 @@ def _run_locked(spark: SparkSession, cfg: Config, run_date: str) -> RunSummary:
         # read after the write: a write that ran the models again would show here
         model_loads=loads.models.value, python_workers=len(loads.workers.value), implied_parents=implied,
         rows_through_models=loads.rows.value)
-    stages["total"] = round(time.perf_counter() - t0, 2)
-    summary.stage_seconds = stages
+    summary.stage_seconds = {**stages.seconds, "total": round(time.perf_counter() - t0, 2)}
     write_metrics(spark, cfg, summary, started_at)
     items.unpersist()
     quarantine.unpersist()
