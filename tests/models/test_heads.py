@@ -315,6 +315,20 @@ def test_random_bert_head_artifact(tmp_path):
     assert head.predict_proba(["开启预售", "x"]).shape == (2, 2)
 
 
+def test_autocast_switch_fp32_and_bf16(tmp_path):
+    build_random_bert_head(tmp_path / "rb", ["a", "b"], TRAIN[0][:100], size="small", max_length=40)
+    head = load_head(tmp_path / "rb", device="cpu")
+    texts = TRAIN[0][:40]
+    job = head.predict_proba(texts)  # "auto": no autocast on CPU
+    np.testing.assert_array_equal(head.predict_proba(texts, autocast="off"), job)
+    bf16 = head.predict_proba(texts, autocast="bf16")  # what the GPU check compares, here on CPU
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, job)
+    np.testing.assert_allclose(bf16, job, atol=3e-2)
+    assert head.autocast_dtype("auto") is None and head.autocast_dtype("bf16") == torch.bfloat16
+    with pytest.raises(ValueError, match="autocast"):
+        head.predict_proba(texts, autocast="fp8")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu(trained):
     for arch, tol in (("textcnn", 1e-4), ("bert", 3e-2)):  # bert runs under bf16 autocast on CUDA
