@@ -399,7 +399,8 @@ def build_random_bert_head(out_dir: str | os.PathLike, labels: Sequence[str], vo
         tokenizer = build_wordpiece_tokenizer(normalize_texts(vocab_texts), staging, model_max_length=max_length)
         config = make_config(size, len(tokenizer), labels, max_length, pad_token_id=tokenizer.pad_token_id)
         model = build_model(config).eval()
-        save_hf_dir(model, tokenizer, staging)
+        with _hf_progress_bars(on_terminal()):  # no "Writing model shards" bar in a log file
+            save_hf_dir(model, tokenizer, staging)
         spec = HeadSpec(head=head, arch="bert", labels=labels, thresholds=[0.5] * len(labels),
                         enabled=[True] * len(labels), max_length=int(max_length),
                         version=weights_version(head, staging / WEIGHTS),
