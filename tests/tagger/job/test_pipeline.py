@@ -41,8 +41,24 @@ def speech(*texts: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def first_run(spark, cfg, trained):
-    return run_date(spark, cfg, RUN_DATE)
+def first_run_and_log(spark, cfg, trained):
+    lines = []
+    return run_date(spark, cfg, RUN_DATE, log=lines.append), lines
+
+
+@pytest.fixture(scope="module")
+def first_run(first_run_and_log):
+    return first_run_and_log[0]
+
+
+def test_each_stage_logs_a_line_as_it_starts_and_ends(first_run_and_log):
+    summary, lines = first_run_and_log
+    stages = ["prepare", "extract_normalize", "tag", "summary", "write"]
+    expected = [f"[{RUN_DATE}] stage {name} {when}" for name in stages for when in ("...", "done in")]
+    staged = [ln for ln in lines if ln.startswith(f"[{RUN_DATE}] stage ")]
+    assert [ln[:len(e)] for ln, e in zip(staged, expected)] == expected and len(staged) == len(expected)
+    assert all("(elapsed " in ln for ln in staged if " done in " in ln)
+    assert list(summary.stage_seconds) == [*stages, "total"]
 
 
 def test_every_selected_item_is_output_once_or_quarantined(spark, cfg, demo_data, first_run):
