@@ -47,7 +47,7 @@ class LazyGroup(click.Group):
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Job YAML config (default: the conf/tagger.yaml shipped with the package).")
 @click.option("--verbose", is_flag=True,
-              help="Spark's default logging (its INFO/WARN lines) instead of errors only; "
+              help="Spark's default logging (WARN and up) instead of errors only; "
                    "also TAGGER_VERBOSE=1.")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
