@@ -4,14 +4,17 @@ ids, tagger.udfs.cascade.run_cascade inside), with random-weight BERT heads, in 
 job's autocast (bf16 on a GPU), over a sweep of model batch sizes. Prints a markdown table.
 
 No Spark and no installed package needed (GPU machines have neither Java nor pyspark): the texts
-are the demo generator's, built into doc_text in pandas the way the job's normalize does it
-(title。summary。OCR。ASR, each cleaned and cut to the config's budget; the pool filter and the
-quarantine are left out: this measures speed, not coverage).
+are the demo generator's, built into doc_text in pandas like the job's normalize builds it
+(title。summary。OCR。ASR, each cleaned and cut to the config's budget). Speech payloads are read
+here with a plain JSON rule (strings, or objects' `text`), not the job's payload parser, and the pool
+filter and quarantine are left out: this measures speed, not coverage, and needs nothing beyond
+torch, transformers, numpy, pandas and pyyaml.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import platform
 import re
 import sys
@@ -93,23 +96,35 @@ def clean(text) -> str:
     return _SPACES.sub(" ", out).strip()
 
 
+def speech_text(raw) -> str:
+    """The text of a demo ASR/OCR payload: a JSON array of strings, or of objects with a `text`
+    field, joined with spaces; '' for anything else (bad JSON included). A plain rule for the
+    check's texts, not the job's payload parser."""
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return ""
+    if not isinstance(value, list):
+        return ""
+    parts = [v if isinstance(v, str) else v.get("text") if isinstance(v, dict) else None for v in value]
+    return " ".join(p for p in parts if isinstance(p, str) and p)
+
+
 def demo_items(cfg, n_items: int, seed: int = 7) -> tuple[pd.DataFrame, dict[str, tuple[int, str]]]:
     """`n_items` demo items (tagger.demo.generator.generate, one day) as the tagging stage's input
     (itemid, dtype, doc_text), and the tag index of the demo tag dimension (active content tags of
     its newest snapshot: tag path -> (id, name), as tagger.job.tag.load_tag_index). ASR/OCR: the
-    latest usable row per video (tagger.job.payloads.parse_speech); budgets from cfg.text. Raises
+    latest row per video with text (speech_text); budgets from cfg.text.max_chars. Raises
     ValueError from generate for n_items < 0."""
     from tagger.demo.generator import generate
-    from tagger.job.payloads import parse_speech
 
     data = generate(n_items, START_DATE, 1, seed=seed)
-    fields = tuple(cfg.text.speech_text_fields)
 
     def speech(frame: pd.DataFrame, column: str) -> dict[str, str]:
         best: dict[str, str] = {}
         for row in frame.sort_values(["dt", "id"], kind="mergesort").itertuples(index=False):
-            text, error = parse_speech(getattr(row, column), fields)
-            if text and not error:
+            text = speech_text(getattr(row, column))
+            if text:
                 best[row.video_id] = text  # later rows win, as in the job
         return best
 
