@@ -10,7 +10,7 @@ from setuptools import find_packages, setup
 # site-packages. The repository keeps the design card's top-level folders; they install as
 # subpackages of tagger, and the SQL files and the default config as its package data:
 #   udfs/ -> tagger.udfs    models/ -> tagger.models    jobs/ -> tagger.jobs
-#   sql/*.sql -> tagger/sql    conf/*.yaml -> tagger/conf    (read with importlib.resources)
+#   sql/*.sql -> tagger/sql    conf/*.yaml, conf/log4j2.properties -> tagger/conf    (importlib.resources)
 MAPPED = {"udfs": "tagger.udfs", "models": "tagger.models", "jobs": "tagger.jobs", "sql": "tagger.sql",
           "conf": "tagger.conf"}
 PACKAGES = find_packages(include=["tagger", "tagger.*"]) + sorted(MAPPED.values())
@@ -22,7 +22,7 @@ setup(
     description="Daily batch tagging ETL for automotive content (Spark + Hive + torch)",
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
-    package_data={"tagger.sql": ["*.sql"], "tagger.conf": ["*.yaml"]},
+    package_data={"tagger.sql": ["*.sql"], "tagger.conf": ["*.yaml", "log4j2.properties"]},
     python_requires=">=3.10",
     install_requires=[
         "pyspark==4.3.0",

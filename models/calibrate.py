@@ -192,7 +192,8 @@ def calibrate_artifact(model_dir: str | os.PathLike, texts: Sequence[str], label
                        precision: float = DEFAULT_PRECISION, min_positives: int = DEFAULT_MIN_POSITIVES,
                        decision: dict | None = None, data_path: str | os.PathLike | None = None,
                        head=None, batch_size: int = 64, device: str | None = None,
-                       confidence: float = DEFAULT_CONFIDENCE, objective: str = DEFAULT_OBJECTIVE) -> CalibrationResult:
+                       confidence: float = DEFAULT_CONFIDENCE, objective: str = DEFAULT_OBJECTIVE,
+                       log=None) -> CalibrationResult:
     """Score the dev data with the head in `model_dir`, fit thresholds and switches, and write the
     sidecar atomically (tagger.models.spec.write_spec) with thresholds, enabled, disabled_reasons and
     a `calibration` block. The weights and the version string are not touched (the job's model
@@ -200,8 +201,11 @@ def calibrate_artifact(model_dir: str | os.PathLike, texts: Sequence[str], label
 
     `decision`: None keeps the sidecar's decision block; a dict replaces it ({} or all defaults
     removes it). Data labels are binarized by the head's labels: other names are ignored (and
-    counted in the result), a head label absent from the data has 0 positives."""
+    counted in the result), a head label absent from the data has 0 positives. `log`, when given,
+    shows the scoring's progress (tagger.models.progress.Progress: a bar on a terminal, else a
+    line with elapsed time and ETA every 10% or 30 s)."""
     from .loading import load_head
+    from .progress import Progress
 
     if len(texts) != len(label_lists):
         raise ValueError(f"{len(texts)} texts but {len(label_lists)} label lists")
@@ -210,7 +214,11 @@ def calibrate_artifact(model_dir: str | os.PathLike, texts: Sequence[str], label
         head = load_head(model_dir, device=device)
     labels = list(before.labels)
     y = binarize(label_lists, labels)
-    proba = head.predict_proba(list(texts), batch_size=batch_size)
+    members = len(getattr(head, "members", ())) or 1  # an ensemble scores the texts once per member
+    with Progress(len(texts) * members, f"calibrating {before.head}: scoring dev", log=log or print, unit="text",
+                  enabled=log is not None) as shown:
+        proba = head.predict_proba(list(texts), batch_size=batch_size,
+                                   **({"progress": shown.update} if log is not None else {}))
     cal = calibrate_thresholds(y, proba, precision, min_positives, current=before.thresholds, confidence=confidence,
                                objective=objective)
 

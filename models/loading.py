@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from .tokenization import CharVocab, encode_with_tokenizer, normalize_texts
 
 
 _GRAD_MODES = {"inference": torch.inference_mode, "no_grad": torch.no_grad, "enabled": torch.enable_grad}
+AUTOCAST_MODES = ("auto", "off", "bf16")
 
 
 def _default_device(device) -> torch.device:
@@ -74,15 +75,29 @@ class LoadedHead:
             return torch.softmax(logits, dim=-1)
         return torch.sigmoid(logits)
 
-    def _autocast(self):
-        if self.device.type == "cuda" and self.spec.arch == "bert":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            return torch.autocast("cuda", dtype=dtype)
-        return contextlib.nullcontext()
+    def autocast_dtype(self, autocast: str = "auto") -> torch.dtype | None:
+        """The dtype predict_proba's forward passes autocast to, None for none (fp32).
+        "auto" (the job's): bf16 on CUDA for BERT heads (fp16 where the GPU lacks bf16), none
+        otherwise; "off": none; "bf16": bf16 on the head's device, any arch. Raises ValueError
+        for another value."""
+        if autocast not in AUTOCAST_MODES:
+            raise ValueError(f"predict_proba: autocast={autocast!r}, expected one of {AUTOCAST_MODES}")
+        if autocast == "bf16":
+            return torch.bfloat16
+        if autocast == "auto" and self.device.type == "cuda" and self.spec.arch == "bert":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
+
+    def _autocast(self, autocast: str = "auto"):
+        dtype = self.autocast_dtype(autocast)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
 
     # -- inference --------------------------------------------------------------------------
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64, *, order: str = "length",
-                      padding: str = "batch", grad: str = "inference", tokenize: str = "batch") -> np.ndarray:
+                      padding: str = "batch", grad: str = "inference", tokenize: str = "batch",
+                      autocast: str = "auto", progress: Callable[[int], object] | None = None) -> np.ndarray:
         """(len(texts), len(labels)) float32 probabilities in [0, 1], rows in input order.
 
         The job's choices are the defaults: whole-list tokenization, mini-batches of `batch_size`
@@ -90,11 +105,15 @@ class LoadedHead:
         longest row (capped at max_length), torch.inference_mode, bf16 autocast on CUDA (BERT).
         The keyword switches undo one choice each, for `tagger ablation` (same scores, other cost):
         order "input"; padding "max" (every batch padded to max_length); grad "no_grad" or
-        "enabled"; tokenize "per_text" (one tokenizer call per text). None/NaN texts score as "".
+        "enabled"; tokenize "per_text" (one tokenizer call per text). autocast "off" runs fp32 on
+        CUDA too and "bf16" autocasts on any device (see autocast_dtype; the GPU check compares
+        them). `progress`, when given, is called with the number of texts just scored after each
+        mini-batch (calibration's progress lines). None/NaN texts score as "".
         Raises ValueError for an unknown switch value.
         """
         switches = {"order": (order, ("length", "input")), "padding": (padding, ("batch", "max")),
-                    "grad": (grad, tuple(_GRAD_MODES)), "tokenize": (tokenize, ("batch", "per_text"))}
+                    "grad": (grad, tuple(_GRAD_MODES)), "tokenize": (tokenize, ("batch", "per_text")),
+                    "autocast": (autocast, AUTOCAST_MODES)}
         for name, (value, allowed) in switches.items():
             if value not in allowed:
                 raise ValueError(f"predict_proba: {name}={value!r}, expected one of {allowed}")
@@ -114,7 +133,7 @@ class LoadedHead:
         was_training = self.model.training
         self.model.eval()
         try:
-            with _GRAD_MODES[grad](), self._autocast():
+            with _GRAD_MODES[grad](), self._autocast(autocast):
                 tables = None
                 if self.spec.arch == "textcnn" and int(lengths.sum()) >= 2 * len(self.vocab):
                     # whole-vocab gather tables pay off once the call has more tokens than the
@@ -127,6 +146,8 @@ class LoadedHead:
                     lens = torch.from_numpy(lengths[idx]).to(self.device)
                     proba = self._to_proba(self._logits(x, lens, tables))
                     out[idx] = proba.detach().cpu().numpy()
+                    if progress is not None:
+                        progress(len(idx))
         finally:
             if was_training:
                 self.model.train()

@@ -1,7 +1,8 @@
 """Training of tagging heads (TextCNN gate, small BERT multi-label head) on CPU or GPU.
 
-Multi-label BCE-with-logits, length-bucketed shuffled mini-batches with dynamic padding, a progress
-bar with an ETA over each epoch's batches (on a terminal), one log line per epoch, a warning up
+Multi-label BCE-with-logits, length-bucketed shuffled mini-batches with dynamic padding, progress
+over each epoch's batches (a bar with an ETA on a terminal, else a line with elapsed time and ETA
+every 10% of the batches or 30 s: models/progress.py), one log line per epoch, a warning up
 front for labels without train/dev positives, early stopping on dev macro-F1 (at per-label F1-max
 thresholds), best epoch restored, per-label thresholds chosen on dev over 0.05..0.95, artifact
 written to a staging directory and moved into place when complete."""
@@ -11,7 +12,6 @@ import contextlib
 import os
 import random
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from .progress import Progress, on_terminal
 from .spec import SIDECAR, VOCAB, WEIGHTS, ArtifactError, HeadSpec, weights_version, write_spec
 from .loading import LoadedHead
 from .data import DataError
@@ -215,8 +215,10 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
 
     epochs / lr / max_length / patience None -> per-arch DEFAULTS. Early stopping: stop after
     `patience` epochs without a dev macro-F1 gain, or at once on a perfect dev score; the best
-    epoch's weights are kept. device None: cuda if available, else cpu. progress: a tqdm bar per
-    epoch on stderr (None: only when stderr is a terminal). Labels without train positives are
+    epoch's weights are kept. device None: cuda if available, else cpu. progress: None (default)
+    draws a tqdm bar per epoch on stderr on a terminal (tagger.models.progress.on_terminal) and
+    otherwise logs a line with elapsed time and ETA every 10% of the epoch's batches or 30 s;
+    True forces the bar, False shows neither. Labels without train positives are
     named in a WARNING before training; if no label has any, DataError (a ValueError). source:
     where the examples came from (files, format), kept in the sidecar under trained_on.source."""
     t0 = time.time()
@@ -247,8 +249,7 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
     y_dev = binarize(dev_labels, labels)
     _check_positives(head, labels, y_train, y_dev, log)
     pw = compute_pos_weight(y_train, pos_weight)
-    if progress is None:
-        progress = sys.stderr.isatty()
+    bar = on_terminal() if progress is None else progress  # None: lines through `log` off a terminal
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
@@ -276,21 +277,23 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
             model.train()
             total, count = 0.0, 0
             batches = _length_bucketed_batches(lengths, batch_size, rng)
-            for idx in tqdm(batches, desc=f"[{head}] epoch {epoch}/{epochs}", unit="batch", leave=False,
-                            disable=not progress, file=sys.stderr, dynamic_ncols=True):
-                width = max(int(lengths[idx].max()), min_width)
-                x = torch.from_numpy(np.ascontiguousarray(ids[idx, :width])).to(dev_, torch.long)
-                lens = torch.from_numpy(lengths[idx]).to(dev_)
-                yb = y_t[idx].to(dev_)
-                loss = loss_fn(loaded._logits(x, lens, None), yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if arch == "bert":
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                total += loss.item() * len(idx)
-                count += len(idx)
+            with Progress(len(batches), f"[{head}] epoch {epoch}/{epochs}", log=log, unit="batch", bar=bar,
+                          enabled=progress is not False) as shown:
+                for idx in batches:
+                    width = max(int(lengths[idx].max()), min_width)
+                    x = torch.from_numpy(np.ascontiguousarray(ids[idx, :width])).to(dev_, torch.long)
+                    lens = torch.from_numpy(lengths[idx]).to(dev_)
+                    yb = y_t[idx].to(dev_)
+                    loss = loss_fn(loaded._logits(x, lens, None), yb)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if arch == "bert":
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    opt.step()
+                    sched.step()
+                    total += loss.item() * len(idx)
+                    count += len(idx)
+                    shown.update(1)
             train_loss = total / max(1, count)
             if len(dev_texts):
                 tuned, at05, _ = _evaluate(loaded, dev_texts, y_dev)
@@ -343,7 +346,7 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
         else:
             from .bert_head import save_hf_dir
 
-            with _hf_progress_bars(progress):
+            with _hf_progress_bars(bar):
                 save_hf_dir(model, loaded.tokenizer, staging)
         seconds = time.time() - t0
         spec = HeadSpec(
@@ -396,7 +399,8 @@ def build_random_bert_head(out_dir: str | os.PathLike, labels: Sequence[str], vo
         tokenizer = build_wordpiece_tokenizer(normalize_texts(vocab_texts), staging, model_max_length=max_length)
         config = make_config(size, len(tokenizer), labels, max_length, pad_token_id=tokenizer.pad_token_id)
         model = build_model(config).eval()
-        save_hf_dir(model, tokenizer, staging)
+        with _hf_progress_bars(on_terminal()):  # no "Writing model shards" bar in a log file
+            save_hf_dir(model, tokenizer, staging)
         spec = HeadSpec(head=head, arch="bert", labels=labels, thresholds=[0.5] * len(labels),
                         enabled=[True] * len(labels), max_length=int(max_length),
                         version=weights_version(head, staging / WEIGHTS),

@@ -5,7 +5,9 @@
 is the same thing as a `mapInPandas` function. Models are loaded once per Python worker
 (cached by the spec's fingerprint), not per Arrow batch.
 
-Executor side: imports nothing from the driver side (tagger.config, tagger.job, ...).
+Executor side: imports nothing from the driver side (tagger.config, tagger.job, ...). Nor does
+it import pyspark: `Tagger` runs where there is no Spark at all (scripts/gpu_check.py); only
+`LoadCounter` needs a SparkContext, handed in by the driver.
 """
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from pyspark.accumulators import AccumulatorParam
 
 from tagger.udfs.cascade import HeadRef, run_cascade
 from tagger.udfs.hierarchy import add_implied_parents, ancestors_by_path
@@ -96,7 +97,7 @@ class Tagger:
         self.load_seconds = time.perf_counter() - started
         self.pid = os.getpid()
 
-    def tag(self, pdf: pd.DataFrame) -> pd.DataFrame:
+    def tag(self, pdf: pd.DataFrame, **predict_options) -> pd.DataFrame:
         """Tag one batch.
 
         Input: a DataFrame with INPUT_COLUMNS (itemid, dtype, doc_text; doc_text may be null).
@@ -104,6 +105,8 @@ class Tagger:
         gate_score (float, NaN where the gate did not run), tags (list of dicts tag_id, tag_name,
         tag_path, score, source) and tag_ids (comma-separated tag ids). Raises KeyError if a rule or
         an enabled label's tag path is missing from the spec's tag index (the driver checks this first).
+        `predict_options` go to every head's predict_proba (run_cascade); the job passes none (the
+        GPU check passes autocast="off" for fp32).
         """
         texts = pdf["doc_text"].fillna("")
         n = len(pdf)
@@ -115,7 +118,7 @@ class Tagger:
                 tags[i].append(dict(tag_id=tag_id, tag_name=name, tag_path=path, score=1.0, source=RULE_SOURCE))
 
         gate_score = np.full(n, np.nan)
-        for run in run_cascade(self.heads, texts.tolist(), batch_size=self.spec.batch_size):
+        for run in run_cascade(self.heads, texts.tolist(), batch_size=self.spec.batch_size, **predict_options):
             if run.ref.name == self.spec.gate_head:
                 gate_score[run.rows] = run.scores[:, 0]
             paths = [f"{run.ref.parent}/{label}" for label in run.head.spec.labels]
@@ -158,7 +161,10 @@ def get_tagger(spec: TaggerSpec, loads=None) -> Tagger:
     return tagger
 
 
-class _SetParam(AccumulatorParam):
+class _SetParam:
+    """pyspark.accumulators.AccumulatorParam's protocol (zero, addInPlace) for sets of pids. Not a
+    subclass, so that this module imports without pyspark: Spark only calls the two methods."""
+
     def zero(self, value):
         return set()
 

@@ -14,6 +14,7 @@ imports the model workbench or the benchmarks.
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -48,10 +49,15 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, help=__doc__.split("\n\nCommands live")[0])
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Job YAML config (default: the conf/tagger.yaml shipped with the package).")
+@click.option("--verbose", is_flag=True,
+              help="Spark's default logging (WARN and up) instead of errors only; "
+                   "also TAGGER_VERBOSE=1.")
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None) -> None:
+def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj["config"] = config_path
+    if verbose:  # read by tagger.ops.spark_session when it builds the session, and by the workers
+        os.environ["TAGGER_VERBOSE"] = "1"
 
 
 if __name__ == "__main__":

@@ -42,12 +42,17 @@ DATE = DateType()
 
 
 def subcommand_argv(command: str, args: list[str]) -> list[str]:
-    """argv for `main` from a job's arguments: a --config anywhere moves before the subcommand,
-    where the `tagger` group expects it (spark-submit jobs/tag_daily.py --date D --config C)."""
+    """argv for `main` from a job's arguments: a --config (with its value) and a --verbose anywhere
+    move before the subcommand, where the `tagger` group expects them (spark-submit
+    jobs/tag_daily.py --date D --config C --verbose)."""
+    group = []
+    if "--verbose" in args:
+        args = [a for a in args if a != "--verbose"]
+        group.append("--verbose")
     if "--config" in args:
         i = args.index("--config")
-        return ["--config", *args[i + 1:i + 2], command, *args[:i], *args[i + 2:]]
-    return [command, *args]
+        return ["--config", *args[i + 1:i + 2], *group, command, *args[:i], *args[i + 2:]]
+    return [*group, command, *args]
 
 
 def date_range(start: str, end: str) -> list[str]:

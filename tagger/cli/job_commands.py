@@ -24,7 +24,7 @@ def run(ctx: click.Context, run_date: str) -> None:
     from tagger.job.pipeline import run_date as run_one
 
     spark = session(cfg, f"tagger-run-{run_date}")
-    summary = guarded(lambda: run_one(spark, cfg, run_date))
+    summary = guarded(lambda: run_one(spark, cfg, run_date, log=click.echo))
     click.echo(summary.format())
 
 
@@ -44,7 +44,7 @@ def backfill(ctx: click.Context, start: str, end: str) -> None:
     for i, day in enumerate(dates, 1):
         click.echo(f"[{i}/{len(dates)}] {day}")
         try:
-            summary = guarded(lambda: run_one(spark, cfg, day))
+            summary = guarded(lambda: run_one(spark, cfg, day, log=click.echo))
         except SystemExit:
             click.echo(f"Backfill stopped at {day}: {i - 1} of {len(dates)} dates done. "
                        f"Fix the error above, then rerun with --start {day} --end {end}.", err=True)
@@ -106,7 +106,7 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
             click.echo(f"  {day}: {done.items_tagged:,} items, version {done.version} {done.outcome} "
                        f"({done.stage_seconds['total']:.0f}s)")
     click.echo(f"== tagging {DEMO_DATE}")
-    summary = guarded(lambda: run_one(spark, cfg, DEMO_DATE))
+    summary = guarded(lambda: run_one(spark, cfg, DEMO_DATE, log=click.echo))
     click.echo(summary.format())
     click.echo(f"demo done in {time.perf_counter() - started:.0f}s. Look at the result with:\n"
                f"  tagger sql \"SELECT itemid, tag_ids, gate_score FROM {cfg.tables.output} "

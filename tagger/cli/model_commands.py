@@ -225,7 +225,7 @@ def calibrate_command(model, dev, precision, confidence, objective, min_positive
         result = calibrate_artifact(model, examples.texts, examples.labels, precision=precision,
                                     min_positives=min_positives, decision=decision, data_path=dev, head=head,
                                     confidence=confidence, objective=objective,
-                                    batch_size=batch_size)
+                                    batch_size=batch_size, log=click.echo)
     except ArtifactError as exc:
         _fail(exc, EXIT_ARTIFACT)
     except OSError as exc:

@@ -45,47 +45,11 @@ import numpy as np
 import pandas as pd
 from pyspark.accumulators import AccumulatorParam
 
+from tagger.measure.random_heads import build_bert_heads  # shared with scripts/gpu_check.py (no Spark there)
+
 REQUIRED_KEYS = ("raw_items_per_s", "job_items_per_s", "predict_batch_udf_items_per_s", "row_udf_items_per_s",
                  "pandas_udf_reload_items_per_s", "peak_worker_rss_mb")
 TARGETS = {"job_over_raw": 0.9, "job_over_predict_batch_udf": 1.3, "job_over_row_udf": 20.0}
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs: generated texts, the tag index, the spec
-# ---------------------------------------------------------------------------------------------
-def build_bert_heads(cfg, out_dir: Path, texts: list[str], tag_index, max_length: int, gate_share: float,
-                     log) -> tuple:
-    """Random-weight BERT-base artifacts for every configured head (labels as configured), the gate
-    threshold set so that `gate_share` of a text sample passes (random weights pass all or nothing
-    at 0.5, which would make the cascade meaningless for speed)."""
-    from tagger.config import head_labels
-    from tagger.models.loading import load_head
-    from tagger.models.spec import read_spec, write_spec
-    from tagger.models.training import build_random_bert_head
-
-    heads = []
-    for head in cfg.heads:
-        path = out_dir / head.name
-        labels = head_labels(head, tag_index)  # the rule `tagger train` uses
-        if not (path / "tagger_head.json").is_file():
-            started = time.perf_counter()
-            build_random_bert_head(path, labels, texts, size="bert-base", max_length=max_length, head=head.name,
-                                   seed=len(heads))
-            log(f"built random BERT-base head {head.name} ({len(labels)} labels) in {path} "
-                f"({time.perf_counter() - started:.1f}s)")
-        heads.append(dataclasses.replace(head, path=str(path)))
-    gate = next(h for h in heads if h.name == cfg.gate_head)
-    spec = read_spec(gate.path)
-    if gate_share and not spec.extra.get("bench_gate_share"):
-        sample = texts[:256]
-        scores = np.round(load_head(gate.path).predict_proba(sample, batch_size=64)[:, 0].astype(np.float64), 4)
-        threshold = float(np.quantile(scores, 1.0 - gate_share, method="higher"))
-        spec.thresholds = [threshold] + list(spec.thresholds[1:])
-        spec.extra["bench_gate_share"] = gate_share
-        write_spec(gate.path, spec)
-        log(f"gate threshold {threshold:.4f}: {np.mean(scores >= threshold):.1%} of a {len(sample)}-text sample "
-            f"passes (target {gate_share:.0%})")
-    return tuple(heads)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -177,7 +177,8 @@ def train_all(spark: SparkSession, cfg: Config, dates: list[str], heads: list[st
         if head.train.precision is not None:
             changes = calibrate_artifact(staging, *data["dev"], precision=head.train.precision,
                                          min_positives=head.train.min_dev_positives, data_path=files["dev"],
-                                         confidence=head.train.confidence, objective=head.train.objective)
+                                         confidence=head.train.confidence, objective=head.train.objective,
+                                         log=log)
             log(f"-- {head.name}: thresholds calibrated on dev to precision {head.train.precision:.2f}")
             log(format_calibration(changes))
         report = evaluate_artifact(staging, *data["test"], itemids=split["test"]["itemid"].tolist(),

@@ -218,6 +218,18 @@ def test_build_spec_versions_carry_the_digest_and_summary_shows_reasons(calibrat
 
 # -- the pure functions ----------------------------------------------------------------------------
 
+def test_calibration_shows_scoring_progress_with_an_eta_and_the_same_thresholds(trained_dir, calibrated, tmp_path):
+    d = tmp_path / "p0"
+    shutil.copytree(trained_dir, d)
+    lines = []  # not a terminal under pytest: progress comes as lines through `log`
+    result = calibrate_artifact(d, DEV[0], DEV[1], precision=TARGET, min_positives=5, confidence=0.5,
+                                batch_size=16, log=lines.append)
+    progress = [ln for ln in lines if ln.startswith("calibrating p0: scoring dev: ")]
+    assert len(progress) >= 5 and all(", elapsed " in ln and ", ETA " in ln for ln in progress)
+    assert f"{len(DEV[0]):,}/{len(DEV[0]):,} texts (100%)" in progress[-1]
+    assert result.after.thresholds == calibrated[1].after.thresholds  # progress does not change scores
+
+
 def test_calibrate_thresholds_by_hand():
     y = np.array([[1], [1], [0], [1], [0], [0]])
     s = np.array([[0.9], [0.8], [0.7], [0.6], [0.5], [0.1]])

@@ -133,14 +133,19 @@ def test_training_is_deterministic(tmp_path):
     assert c.spec.version.rsplit("-", 1)[1] != a.spec.version.rsplit("-", 1)[1]
 
 
-def test_logs_one_line_per_epoch(tmp_path):
-    lines = []
+def test_logs_one_line_per_epoch_and_progress_with_an_eta_off_a_terminal(tmp_path):
+    lines = []  # pytest captures stdout and stderr: not a terminal, so progress comes as lines
     train_head(arch="textcnn", head="g", labels=["预售"], train_texts=TRAIN[0][:200], train_labels=TRAIN[1][:200],
                dev_texts=DEV[0][:50], dev_labels=DEV[1][:50], out_dir=str(tmp_path / "g"), epochs=2, max_length=32,
                pos_weight="none", patience=5, log=lines.append)
-    epoch_lines = [ln for ln in lines if " epoch " in ln]
+    epoch_lines = [ln for ln in lines if " epoch " in ln and " loss " in ln]
     assert 1 <= len(epoch_lines) <= 2
-    assert all("loss" in ln and "macro-F1" in ln and ln.rstrip().endswith("s") for ln in epoch_lines)
+    assert all("macro-F1" in ln and ln.rstrip().endswith("s") for ln in epoch_lines)
+    progress = [ln for ln in lines if ln.startswith("[g] epoch 1/2: ")]
+    # 200 texts / 32 per batch = 7 batches: a line per batch (each is more than 10% of the epoch)
+    assert len(progress) == 7 and progress[-1].startswith("[g] epoch 1/2: 7/7 batches (100%), elapsed ")
+    assert all(", elapsed " in ln and ", ETA " in ln for ln in progress)
+    assert lines.index(progress[-1]) < lines.index(epoch_lines[0])
 
 
 def test_refuses_to_overwrite_foreign_dir(tmp_path):
@@ -308,6 +313,20 @@ def test_random_bert_head_artifact(tmp_path):
     head = load_head(tmp_path / "rb", device="cpu")
     assert head.spec == spec and head.model.config.hidden_size == 128
     assert head.predict_proba(["开启预售", "x"]).shape == (2, 2)
+
+
+def test_autocast_switch_fp32_and_bf16(tmp_path):
+    build_random_bert_head(tmp_path / "rb", ["a", "b"], TRAIN[0][:100], size="small", max_length=40)
+    head = load_head(tmp_path / "rb", device="cpu")
+    texts = TRAIN[0][:40]
+    job = head.predict_proba(texts)  # "auto": no autocast on CPU
+    np.testing.assert_array_equal(head.predict_proba(texts, autocast="off"), job)
+    bf16 = head.predict_proba(texts, autocast="bf16")  # what the GPU check compares, here on CPU
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, job)
+    np.testing.assert_allclose(bf16, job, atol=3e-2)
+    assert head.autocast_dtype("auto") is None and head.autocast_dtype("bf16") == torch.bfloat16
+    with pytest.raises(ValueError, match="autocast"):
+        head.predict_proba(texts, autocast="fp8")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

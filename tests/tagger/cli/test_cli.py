@@ -37,6 +37,9 @@ def test_bad_config_exits_3_naming_the_file(tmp_path):
 def test_job_arguments_put_config_before_the_subcommand():
     assert subcommand_argv("run", ["--date", "D", "--config", "c.yaml"]) == ["--config", "c.yaml", "run", "--date", "D"]
     assert subcommand_argv("backfill", ["--start", "A", "--end", "B"]) == ["backfill", "--start", "A", "--end", "B"]
+    assert subcommand_argv("run", ["--date", "D", "--verbose", "--config", "c.yaml"]) == [
+        "--config", "c.yaml", "--verbose", "run", "--date", "D"]
+    assert subcommand_argv("run", ["--verbose", "--date", "D"]) == ["--verbose", "run", "--date", "D"]
 
 
 def test_date_range_is_inclusive_and_ordered():

@@ -41,8 +41,24 @@ def speech(*texts: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def first_run(spark, cfg, trained):
-    return run_date(spark, cfg, RUN_DATE)
+def first_run_and_log(spark, cfg, trained):
+    lines = []
+    return run_date(spark, cfg, RUN_DATE, log=lines.append), lines
+
+
+@pytest.fixture(scope="module")
+def first_run(first_run_and_log):
+    return first_run_and_log[0]
+
+
+def test_each_stage_logs_a_line_as_it_starts_and_ends(first_run_and_log):
+    summary, lines = first_run_and_log
+    stages = ["prepare", "extract_normalize", "tag", "summary", "stage", "audit", "publish"]
+    expected = [f"[{RUN_DATE}] stage {name} {when}" for name in stages for when in ("...", "done in")]
+    staged = [ln for ln in lines if ln.startswith(f"[{RUN_DATE}] stage ")]
+    assert [ln[:len(e)] for ln, e in zip(staged, expected)] == expected and len(staged) == len(expected)
+    assert all("(elapsed " in ln for ln in staged if " done in " in ln)
+    assert list(summary.stage_seconds) == [*stages, "total"]
 
 
 def test_every_selected_item_is_output_once_or_quarantined(spark, cfg, demo_data, first_run):
@@ -91,7 +107,7 @@ def test_one_metrics_row_per_run(spark, cfg, first_run):
     m = metrics[0]
     assert m["items_selected"] == first_run.items_selected and m["items_tagged"] == first_run.items_tagged
     assert m["tag_counts"] == first_run.tag_counts
-    assert set(m["stage_seconds"]) >= {"extract_normalize", "tag", "write", "total"}
+    assert set(m["stage_seconds"]) >= {"extract_normalize", "tag", "stage", "audit", "publish", "total"}
 
 
 def test_models_load_once_per_python_worker_not_per_batch(spark, trained, tagger_home):
