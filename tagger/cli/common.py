@@ -17,7 +17,7 @@ READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN)\b", re.IGN
 # literal holding one of these words is refused too; quote around it with a LIKE pattern instead).
 WRITES = re.compile(r"\b(INSERT|MERGE|CREATE|DROP|ALTER|TRUNCATE|DELETE|UPDATE|LOAD|REPLACE|MSCK|REFRESH|"
                     r"CACHE|UNCACHE|SET|RESET|ADD|GRANT|REVOKE|ANALYZE|REPAIR|USE)\b", re.IGNORECASE)
-EXIT_CONFIG, EXIT_MISSING_INPUT, EXIT_LOCKED, EXIT_REFUSED = 3, 4, 5, 6
+EXIT_USAGE, EXIT_CONFIG, EXIT_MISSING_INPUT, EXIT_LOCKED, EXIT_REFUSED = 2, 3, 4, 5, 6
 
 
 def parse_date(value: str, name: str = "date") -> str:
@@ -88,26 +88,19 @@ def guarded(fn):
     from tagger.job.publish import PublishError
     from tagger.ops.run_lock import RunLockedError
 
+    exit_codes = [  # the job's known failures -> the exit code a scheduler acts on (README, Exit codes)
+        ((ConfigError, ArtifactError, DataError), EXIT_CONFIG),  # DataError: e.g. a head with no positives
+        ((MissingInputError,), EXIT_MISSING_INPUT),
+        ((RunLockedError,), EXIT_LOCKED),
+        ((AuditRefused,), EXIT_REFUSED),
+        ((PublishError,), EXIT_USAGE),
+        ((InvariantError,), 1),
+    ]
     try:
         return fn()
-    except (ConfigError, ArtifactError, DataError) as exc:  # DataError: e.g. a head with no positives to learn
+    except tuple(kind for kinds, _ in exit_codes for kind in kinds) as exc:
         click.echo(f"Error: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
-    except MissingInputError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(EXIT_MISSING_INPUT)
-    except RunLockedError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(EXIT_LOCKED)
-    except AuditRefused as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(EXIT_REFUSED)
-    except PublishError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(2)
-    except InvariantError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(next(code for kinds, code in exit_codes if isinstance(exc, kinds)))
     except PySparkException as exc:
         if "Another instance of Derby may have already booted" in str(exc):
             _derby_busy()

@@ -25,21 +25,28 @@ def frozen(spark, table, day):
     return spark.createDataFrame(df.toPandas(), df.schema)
 
 
+def _a_failed_run_changes_nothing(spark, cfg, monkeypatch, failpoint: str, error, match: str):
+    """Run the date, then run it again with `failpoint` set: it must raise `error` and leave the
+    output, the quarantine and the metrics as they were. Returns the output rows before."""
+    run_date(spark, cfg, RUN_DATE)
+    before = {t: frozen(spark, t, RUN_DATE) for t in (cfg.tables.output, cfg.tables.quarantine)}
+    runs_before = partition(spark, cfg.tables.metrics, RUN_DATE).count()
+    monkeypatch.setenv("TAGGER_FAILPOINT", failpoint)
+    with pytest.raises(error, match=match):
+        run_date(spark, cfg, RUN_DATE)
+    monkeypatch.delenv("TAGGER_FAILPOINT")
+    for table, rows in before.items():
+        assertDataFrameEqual(partition(spark, table, RUN_DATE), rows)
+    assert partition(spark, cfg.tables.metrics, RUN_DATE).count() == runs_before
+    return before[cfg.tables.output]
+
+
 def test_a_failure_inside_tagging_leaves_the_partition_and_a_rerun_completes(spark, trained, tagger_home,
                                                                               monkeypatch):
     cfg = load_config(write_config(tagger_home, "faults.yaml",
                                    lambda raw: raw["tagging"].update(arrow_max_records_per_batch=50)))
-    run_date(spark, cfg, RUN_DATE)
-    before = frozen(spark, cfg.tables.output, RUN_DATE)
-    runs_before = partition(spark, cfg.tables.metrics, RUN_DATE).count()
-
-    monkeypatch.setenv("TAGGER_FAILPOINT", "tag_after_batches:2")
-    with pytest.raises(Exception, match="TAGGER_FAILPOINT"):
-        run_date(spark, cfg, RUN_DATE)
-    assertDataFrameEqual(partition(spark, cfg.tables.output, RUN_DATE), before)
-    assert partition(spark, cfg.tables.metrics, RUN_DATE).count() == runs_before
-
-    monkeypatch.delenv("TAGGER_FAILPOINT")
+    before = _a_failed_run_changes_nothing(spark, cfg, monkeypatch, "tag_after_batches:2", Exception,
+                                           "TAGGER_FAILPOINT")
     summary = run_date(spark, cfg, RUN_DATE)  # the failed run released its lock
     after = partition(spark, cfg.tables.output, RUN_DATE)
     assertDataFrameEqual(after, before)
@@ -50,21 +57,11 @@ def test_a_row_lost_inside_tagging_is_refused_before_the_write(spark, trained, t
     """The invariant check before the write: each tag task drops one row (failpoint
     tag_drop_rows:1), so the run must raise InvariantError and leave the published partition and the
     metrics as they were. Break: remove the check_invariant(...) call in tagger/job/pipeline.py and
-    the lossy run overwrites the partition."""
+    the lossy run publishes a partition with rows missing."""
     from tagger.job.audit import InvariantError
 
     cfg = load_config(write_config(tagger_home, "lossy.yaml"))
-    run_date(spark, cfg, RUN_DATE)
-    before = frozen(spark, cfg.tables.output, RUN_DATE)
-    quarantine_before = frozen(spark, cfg.tables.quarantine, RUN_DATE)
-    runs_before = partition(spark, cfg.tables.metrics, RUN_DATE).count()
-
-    monkeypatch.setenv("TAGGER_FAILPOINT", "tag_drop_rows:1")
-    with pytest.raises(InvariantError, match="nothing was written"):
-        run_date(spark, cfg, RUN_DATE)
-    assertDataFrameEqual(partition(spark, cfg.tables.output, RUN_DATE), before)
-    assertDataFrameEqual(partition(spark, cfg.tables.quarantine, RUN_DATE), quarantine_before)
-    assert partition(spark, cfg.tables.metrics, RUN_DATE).count() == runs_before
+    _a_failed_run_changes_nothing(spark, cfg, monkeypatch, "tag_drop_rows:1", InvariantError, "nothing was written")
 
 
 def test_the_same_backfill_range_twice_gives_identical_partitions(spark, cfg, trained):
