@@ -5,9 +5,11 @@ and peak memory, for several N, to check that the cost grows linearly.
 
 For each N it makes a fresh TAGGER_HOME under --work (own warehouse and Derby metastore), copies
 the trained demo heads into it from --models (default $TAGGER_HOME/models: run `make run` first),
-seeds N items on one day with `tagger seed`, then runs `tagger run` on that day while sampling
+seeds N items on one day with `tagger seed`, copies the demo's golden set (so the audits score it,
+as on a day with new models: the dearest day for them), then runs `tagger run` on that day while sampling
 the resident memory (RSS) of the process tree once a second: the driver's Python, the JVM (driver
-and executor in local mode) and the Python workers. Stage seconds come from the run's summary.
+and executor in local mode) and the Python workers. Stage seconds come from the run's summary;
+`write_audit_publish_share` is the stage, audit and publish stages' share of the run's seconds.
 Measured on 2 CPU cores (README, Speed): 100k items 100 s, 1M items 9 min, plus seeding
 (~2 min for 1M).
 """
@@ -127,6 +129,10 @@ def scale_run(n: int, work: Path, models: Path, driver_memory: str, log=click.ec
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     shutil.copytree(models, home / "models")
+    golden = models.parent / "data" / "test.jsonl"
+    if golden.is_file():  # the demo's golden set: scored by the audits, as on a day with new models
+        (home / "data").mkdir()
+        shutil.copyfile(golden, home / "data" / "test.jsonl")
     config = _config(home, driver_memory)
     log(f"== {n:,} items: seeding {DAY} in {home}")
     seed_s, _, _ = _tagger(config, home, "seed", "--items", str(n), "--start", DAY, "--days", "1")
@@ -134,8 +140,10 @@ def scale_run(n: int, work: Path, models: Path, driver_memory: str, log=click.ec
     run_s, out, peak = _tagger(config, home, "run", "--date", DAY, sample=True)
     stages = dict((k, float(v)) for k, v in re.findall(r"(\w+) ([\d.]+)s", out.split("seconds:", 1)[1].splitlines()[0]))
     selected = int(re.search(r"items selected\s+([\d,]+)", out).group(1).replace(",", ""))
+    publishing = sum(stages.get(k, 0.0) for k in ("stage", "audit", "publish"))
     result = {"items_seeded": n, "items_selected": selected, "seed_seconds": round(seed_s, 1),
               "run_process_seconds": round(run_s, 1), "stage_seconds": stages, "peak_rss_mb": peak,
+              "write_audit_publish_share": round(publishing / stages["total"], 3) if stages.get("total") else None,
               "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
     log(json.dumps(result, indent=2))
     shutil.rmtree(home / "warehouse", ignore_errors=True)  # GBs at 1M; the figures are kept

@@ -74,13 +74,17 @@ class RunSummary:
         return "\n".join(lines)
 
 
+# Config sections that decide how a run is checked and guarded, not which rows it writes: they stay
+# out of the run id, so tightening an audit or moving the lock does not make every rerun "new".
+NOT_IN_RUN_ID = ("publish", "run_lock")
+
+
 def run_fingerprint(run_date: str, cfg: Config, model_version: str, rules_version: str) -> str:
     """Deterministic run id "<date>-<10 hex>": same date, models, rules and config -> same id,
-    identical rows."""
-    payload = json.dumps([model_version, rules_version, cfg.raw], sort_keys=True, ensure_ascii=False, default=str)
+    identical rows. The config counts without NOT_IN_RUN_ID's sections."""
+    config = {k: v for k, v in cfg.raw.items() if k not in NOT_IN_RUN_ID}
+    payload = json.dumps([model_version, rules_version, config], sort_keys=True, ensure_ascii=False, default=str)
     return f"{run_date}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
-
-
 
 
 def tag_counts(tagged: DataFrame) -> tuple[dict[str, int], int, int]:

@@ -3,6 +3,8 @@
     TAGGER_FAILPOINT=tag_after_batches:N    each tag task raises after N Arrow batches
     TAGGER_FAILPOINT=tag_drop_rows:N        each tag task drops N rows of its first batch (a lost
                                             row: the invariant check must refuse the write)
+    TAGGER_FAILPOINT=crash_between_switches:1  the publish raises after the quarantine's switch and
+                                            before the output's (tagger/job/publish.py)
     TAGGER_FAILPOINT=write_stall_seconds:S  the output write stalls S seconds inside its Spark
                                             job (files half-written in staging), so a test can
                                             kill the driver mid-write
