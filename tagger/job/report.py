@@ -28,8 +28,7 @@ import pandas as pd
 
 from tagger.job.stats import NO_TAG
 
-PANELS_PER_FIGURE = 24  # tag-rate panels per small-multiples figure (4 columns x 6 rows)
-STATUS_ORDER = {"fail": 0, "warn": 1, "note": 2, "pass": 3}
+PANELS_PER_FIGURE = 32  # at most this many tag-rate panels per small-multiples figure (4 columns)
 MODEL_COLOR, RULES_COLOR, REFUSED_COLOR = "#7b3294", "#e66101", "#d7191c"
 
 
@@ -211,8 +210,8 @@ def version_labels(values) -> dict[str, str]:
 
 def audit_rows(data: ReportData) -> pd.DataFrame:
     """Every audit result of the published versions and of the refused ones: dt, version,
-    published (bool), outcome, audit, level, status, value, limit, message; by date, then the
-    published version first, failures first."""
+    published (bool), outcome, audit, level, status, value, limit, message; by date, the
+    published version first, each version's results in the order the audits ran."""
     v = data.versions
     rows = []
     if not v.empty:
@@ -225,9 +224,8 @@ def audit_rows(data: ReportData) -> pd.DataFrame:
                                       "limit", "message"])
     if out.empty:
         return out
-    out["_order"] = out["status"].map(STATUS_ORDER).fillna(9)
-    out = out.sort_values(["dt", "published", "version", "_order"], ascending=[True, False, True, True], kind="stable")
-    return out.drop(columns="_order").reset_index(drop=True)
+    out = out.sort_values(["dt", "published", "version"], ascending=[True, False, True], kind="stable")
+    return out.reset_index(drop=True)
 
 
 def tag_rates(data: ReportData, published: bool = True) -> pd.DataFrame:
@@ -398,9 +396,11 @@ def tag_rate_figures(rates: pd.DataFrame, refused_rates: pd.DataFrame, changes: 
     fonts = _Fonts(list(names.values()))
     titles = {p: (f"T{i + 1}" if fonts.use_index else names[p]) for i, p in enumerate(paths)}
     out = []
-    for first in range(0, len(paths), PANELS_PER_FIGURE):
-        chunk = paths[first:first + PANELS_PER_FIGURE]
-        ncols = min(4, len(chunk))
+    figures = math.ceil(len(paths) / PANELS_PER_FIGURE)
+    per_figure = math.ceil(len(paths) / figures)  # balanced: 33 tags are 17 + 16 panels, not 32 + 1
+    ncols = min(4, len(paths))
+    for first in range(0, len(paths), per_figure):
+        chunk = paths[first:first + per_figure]
         nrows = math.ceil(len(chunk) / ncols)
 
         def draw(chunk=chunk, ncols=ncols, nrows=nrows):
@@ -416,7 +416,7 @@ def tag_rate_figures(rates: pd.DataFrame, refused_rates: pd.DataFrame, changes: 
                 _format_dates(ax, dates)
                 ax.set_title(titles[path], fontsize=9)
                 ax.set_ylim(bottom=0)
-                ax.tick_params(labelsize=7)
+                ax.tick_params(labelsize=7, labelbottom=True)  # dates under every panel, not only the last row
             for ax in list(axes.flat)[len(chunk):]:
                 ax.set_visible(False)
             fig.suptitle("Tag rates (% of items tagged) of the published versions; "
@@ -558,8 +558,8 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 .fail{background:#fbe3e3;color:#8b0000;font-weight:600}.warn{background:#fff3d6;color:#7a4b00}
 .pass{color:#1a7f37}.note{color:#666}tr.changed td{border-top:2px solid #7b3294}
 tr.unpublished td{color:#999}code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:11px}
-img{max-width:100%;display:block;margin:8px 0}.cards{display:flex;gap:12px;flex-wrap:wrap}
-.card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:140px}.card b{font-size:20px;display:block}
+img{max-width:100%;display:block;margin:8px 0}.cards{display:flex;gap:10px}
+.card{border:1px solid #ddd;border-radius:6px;padding:6px 10px;flex:1 1 0;font-size:13px}.card b{font-size:20px;display:block}
 .legend{font-size:12px;color:#555}
 """
 
@@ -572,118 +572,119 @@ def build_report(data: ReportData, generated_at: str | None = None) -> str:
     days = day_table(data)
     changes = version_changes(days)
     audits = audit_rows(data)
-    model_labels = version_labels(days["model_version"])
-    rules_labels = version_labels(days["rules_version"])
-    rates, refused_rates = tag_rates(data), tag_rates(data, published=False)
-    names = _short_path(rates.columns)
-    quarantine = quarantine_table(data)
-
-    published_days = int(days["version"].notna().sum())
-    refused_days = int((days["refused"] > 0).sum())
     flags = audits[audits["status"].isin(["fail", "warn"])] if not audits.empty else audits
+    labels = {"models": version_labels(days["model_version"]), "rules": version_labels(days["rules_version"])}
+    published_days = int(days["version"].notna().sum())
+
     parts = [f"<h1>Tagging report {_e(data.start)} to {_e(data.end)}</h1>",
              f'<p class="meta">Generated {_e(generated_at)}. Every figure and table shows the version each date '
              f"has published (what readers of the output table see), and the versions the audits refused.</p>",
              '<div class="cards">']
     for value, label in ((len(days), "days in the range"), (published_days, "days with a published version"),
-                         (refused_days, "days with a refused version"),
+                         (int((days["refused"] > 0).sum()), "days with a refused version"),
                          (len(days) - published_days, "days with nothing published"),
                          (len(flags), "drift flags (warn or fail)"), (len(changes), "model or rules changes")):
         parts.append(f'<div class="card"><b>{_e(value)}</b>{_e(label)}</div>')
     parts.append("</div>")
-
-    parts.append("<h2>Drift flags</h2>")
-    if flags.empty:
-        parts.append("<p>No audit warned or failed in the range.</p>")
-    else:
-        parts.append(_table(
-            ["date", "version", "published", "outcome", "audit", "status", "value", "limit", "message"],
-            [[r.dt, r.version, "yes" if r.published else "no", r.outcome, r.audit, r.status, _json(r.value),
-              _json(r.limit), r.message] for r in flags.itertuples()],
-            cell_classes=[["", "mono", "", "fail" if r.outcome == "refused" else "", "", r.status, "num", "", ""]
-                          for r in flags.itertuples()]))
-
-    parts.append("<h2>Days</h2>")
-    parts.append('<p class="legend">One row per date. <b>published by</b>: the last publish-log action that pointed '
-                 "the date at its version (override: a refused version published by hand). <b>refused</b>: versions "
-                 "the audits refused that are not published. A purple top border: the models or rules changed "
-                 "that day.</p>")
-    day_rows, day_classes, day_cells = [], [], []
-    for r in days.itertuples():
-        mark = ", ".join(w for w, f in (("models", r.models_changed), ("rules", r.rules_changed)) if f)
-        day_rows.append([r.dt, r.version or ("(written before versioning)" if r.partition else "(none)"), r.outcome,
-                         r.published_by, f"M{model_labels[r.model_version]}" if r.model_version else "",
-                         f"R{rules_labels[r.rules_version]}" if r.rules_version else "", _int(r.items_selected),
-                         _int(r.items_tagged), _pct(r.coverage), _pct(r.gate_pass_rate), _int(r.quarantine_rows),
-                         r.refused or "", mark])
-        day_classes.append("changed" if mark else ("unpublished" if not r.version else ""))
-        outcome_class = {"refused": "fail", "warned": "warn", "passed": "pass"}.get(r.outcome, "")
-        day_cells.append(["", "mono", outcome_class, "", "", "", "num", "num", "num", "num", "num",
-                          "fail" if r.refused else "", "warn" if mark else ""])
-    parts.append(_table(["date", "published version", "outcome", "published by", "models", "rules", "items selected",
-                         "items tagged", "coverage", "gate pass", "quarantine rows", "refused", "changed"],
-                        day_rows, day_classes, day_cells))
-
-    parts.append("<h2>Volume and coverage</h2>")
-    parts.append(_img(volume_figure(days, _refused_day_stats(data), changes), "volume and coverage over time"))
-
-    parts.append("<h2>Tag rates</h2>")
-    figures, legend = tag_rate_figures(rates, refused_rates, changes, names)
-    if not figures:
-        parts.append("<p>No published tag statistics in the range.</p>")
-    for k, b64 in enumerate(figures):
-        parts.append(_img(b64, f"tag rates over time ({k + 1} of {len(figures)})"))
-    if legend:
-        parts.append(_table(["panel", "tag path"], [[k, p] for k, p in legend.items()]))
-
-    parts.append("<h2>Quarantine reasons</h2>")
-    q_png = quarantine_figure(quarantine, changes)
-    parts.append(_img(q_png, "quarantine reasons over time") if q_png else "<p>Nothing was quarantined.</p>")
-
-    parts.append("<h2>Model and rules versions</h2>")
-    v_png = versions_figure(days, model_labels, rules_labels)
-    if v_png:
-        parts.append(_img(v_png, "model and rules versions over time"))
-    spans = _version_spans(days)
-    parts.append(_table(["label", "kind", "version", "first day", "last day", "days"],
-                        [[f"{'M' if kind == 'models' else 'R'}"
-                          f"{(model_labels if kind == 'models' else rules_labels)[v]}", kind, v, d0, d1, n]
-                         for kind, v, d0, d1, n in spans],
-                        cell_classes=[["", "", "mono", "", "", "num"] for _ in spans]))
-    if changes.empty:
-        parts.append("<p>The published models and rules did not change in the range.</p>")
-    else:
-        parts.append("<p>Changes (drawn as vertical lines on every plot: dashed purple models, dotted orange "
-                     "rules):</p>")
-        parts.append(_table(["date", "what changed", "before", "after", "detail"],
-                            [[r.dt, r.what, r.before, r.after, r.detail] for r in changes.itertuples()],
-                            cell_classes=[["", "warn", "mono", "mono", "mono"] for _ in range(len(changes))]))
-
-    parts.append("<h2>Audit results</h2>")
-    if audits.empty:
-        parts.append("<p>No audit results recorded in the range.</p>")
-    else:
-        parts.append(_table(
-            ["date", "version", "published", "outcome", "audit", "level", "status", "value", "limit", "message"],
-            [[r.dt, r.version, "yes" if r.published else "no", r.outcome, r.audit, r.level, r.status, _json(r.value),
-              _json(r.limit), r.message] for r in audits.itertuples()],
-            cell_classes=[["", "mono", "", {"refused": "fail", "warned": "warn"}.get(r.outcome, ""), "", "", r.status,
-                           "num", "", ""] for r in audits.itertuples()]))
-
-    parts.append("<h2>Publish log</h2>")
-    if data.log.empty:
-        parts.append("<p>Nothing was published, overridden or rolled back in the range.</p>")
-    else:
-        parts.append(_table(["at", "date", "action", "version", "previous version", "actor", "reason"],
-                            [[r.at, r.dt, r.action, r.version, r.previous_version, r.actor, r.reason]
-                             for r in data.log.itertuples()],
-                            cell_classes=[["", "", "warn" if r.action in ("override", "rollback", "repair") else "",
-                                           "mono", "mono", "", ""] for r in data.log.itertuples()]))
-
+    parts += _flags_section(flags)
+    parts += _figure_sections(data, days, changes, labels)
+    parts += _versions_section(days, changes, labels)
+    parts += _days_section(days, labels)
+    parts += _audits_section(audits)
+    parts += _log_section(data.log)
     body = "\n".join(parts)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>Tagging report {_e(data.start)} to {_e(data.end)}</title><style>{CSS}</style></head>\n"
             f"<body>\n{body}\n</body></html>\n")
+
+
+def _flags_section(flags: pd.DataFrame) -> list[str]:
+    out = ["<h2>Drift flags</h2>"]
+    if flags.empty:
+        return out + ["<p>No audit warned or failed in the range.</p>"]
+    return out + [_table(
+        ["date", "version", "published", "outcome", "audit", "status", "value", "limit", "message"],
+        [[r.dt, r.version, "yes" if r.published else "no", r.outcome, r.audit, r.status, _json(r.value),
+          _json(r.limit), r.message] for r in flags.itertuples()],
+        cell_classes=[["", "mono", "", "fail" if r.outcome == "refused" else "", "", r.status, "num", "", ""]
+                      for r in flags.itertuples()])]
+
+
+def _figure_sections(data: ReportData, days: pd.DataFrame, changes: pd.DataFrame, labels: dict) -> list[str]:
+    out = ["<h2>Volume and coverage</h2>",
+           _img(volume_figure(days, _refused_day_stats(data), changes), "volume and coverage over time"),
+           "<h2>Tag rates</h2>"]
+    rates = tag_rates(data)
+    figures, legend = tag_rate_figures(rates, tag_rates(data, published=False), changes, _short_path(rates.columns))
+    if not figures:
+        out.append("<p>No published tag statistics in the range.</p>")
+    out += [_img(b64, f"tag rates over time ({k + 1} of {len(figures)})") for k, b64 in enumerate(figures)]
+    if legend:
+        out.append(_table(["panel", "tag path"], [[k, p] for k, p in legend.items()]))
+    q_png = quarantine_figure(quarantine_table(data), changes)
+    out += ["<h2>Quarantine reasons</h2>",
+            _img(q_png, "quarantine reasons over time") if q_png else "<p>Nothing was quarantined.</p>"]
+    v_png = versions_figure(days, labels["models"], labels["rules"])
+    out += ["<h2>Model and rules versions</h2>"] + ([_img(v_png, "model and rules versions over time")] if v_png else [])
+    return out
+
+
+def _versions_section(days: pd.DataFrame, changes: pd.DataFrame, labels: dict) -> list[str]:
+    spans = _version_spans(days)
+    out = [_table(["label", "kind", "version", "first day", "last day", "days"],
+                  [[f"{'M' if kind == 'models' else 'R'}{labels[kind][v]}", kind, v, d0, d1, n]
+                   for kind, v, d0, d1, n in spans],
+                  cell_classes=[["", "", "mono", "", "", "num"] for _ in spans])]
+    if changes.empty:
+        return out + ["<p>The published models and rules did not change in the range.</p>"]
+    return out + ["<p>Changes (drawn as vertical lines on every plot: dashed purple models, dotted orange "
+                  "rules):</p>",
+                  _table(["date", "what changed", "before", "after", "detail"],
+                         [[r.dt, r.what, r.before, r.after, r.detail] for r in changes.itertuples()],
+                         cell_classes=[["", "warn", "mono", "mono", "mono"] for _ in range(len(changes))])]
+
+
+def _days_section(days: pd.DataFrame, labels: dict) -> list[str]:
+    rows, row_classes, cells = [], [], []
+    for r in days.itertuples():
+        mark = ", ".join(w for w, f in (("models", r.models_changed), ("rules", r.rules_changed)) if f)
+        rows.append([r.dt, r.version or ("(written before versioning)" if r.partition else "(none)"), r.outcome,
+                     r.published_by, f"M{labels['models'][r.model_version]}" if r.model_version else "",
+                     f"R{labels['rules'][r.rules_version]}" if r.rules_version else "", _int(r.items_selected),
+                     _int(r.items_tagged), _pct(r.coverage), _pct(r.gate_pass_rate), _int(r.quarantine_rows),
+                     r.refused or "", mark])
+        row_classes.append("changed" if mark else ("unpublished" if not r.version else ""))
+        cells.append(["", "mono", {"refused": "fail", "warned": "warn", "passed": "pass"}.get(r.outcome, ""), "", "",
+                      "", "num", "num", "num", "num", "num", "fail" if r.refused else "", "warn" if mark else ""])
+    return ["<h2>Days</h2>",
+            '<p class="legend">One row per date. <b>published by</b>: the last publish-log action that pointed the '
+            "date at its version (override: a refused version published by hand). <b>refused</b>: versions the "
+            "audits refused that are not published. A purple top border: the models or rules changed that "
+            "day.</p>",
+            _table(["date", "published version", "outcome", "published by", "models", "rules", "items selected",
+                    "items tagged", "coverage", "gate pass", "quarantine rows", "refused", "changed"],
+                   rows, row_classes, cells)]
+
+
+def _audits_section(audits: pd.DataFrame) -> list[str]:
+    if audits.empty:
+        return ["<h2>Audit results</h2>", "<p>No audit results recorded in the range.</p>"]
+    return ["<h2>Audit results</h2>", _table(
+        ["date", "version", "published", "outcome", "audit", "level", "status", "value", "limit", "message"],
+        [[r.dt, r.version, "yes" if r.published else "no", r.outcome, r.audit, r.level, r.status, _json(r.value),
+          _json(r.limit), r.message] for r in audits.itertuples()],
+        cell_classes=[["", "mono", "", {"refused": "fail", "warned": "warn"}.get(r.outcome, ""), "", "", r.status,
+                       "num", "", ""] for r in audits.itertuples()])]
+
+
+def _log_section(log: pd.DataFrame) -> list[str]:
+    if log.empty:
+        return ["<h2>Publish log</h2>", "<p>Nothing was published, overridden or rolled back in the range.</p>"]
+    return ["<h2>Publish log</h2>", _table(
+        ["at", "date", "action", "version", "previous version", "actor", "reason"],
+        [[r.at, r.dt, r.action, r.version, r.previous_version, r.actor, r.reason] for r in log.itertuples()],
+        cell_classes=[["", "", "warn" if r.action in ("override", "rollback", "repair") else "", "mono", "mono", "",
+                       ""] for r in log.itertuples()])]
 
 
 def _json(value) -> str:
