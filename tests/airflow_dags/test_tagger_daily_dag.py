@@ -216,7 +216,8 @@ def test_the_jobs_exit_codes_become_a_final_failure_or_a_retry(tmp_path, airflow
     fake_dir = tmp_path / "fake"
     fake_dir.mkdir()
     (fake_dir / "6.txt").write_text(f"Error: {refusal}\n", encoding="utf-8")
-    (fake_dir / "4.txt").write_text("Error: pool partition pt=2024-01-05 has not landed\n", encoding="utf-8")
+    (fake_dir / "4.txt").write_text("Error: pool ycrc_rc_eng.dws_all_reco_pool_a pt=2024-01-05 is missing\n",
+                                    encoding="utf-8")
     (fake_dir / "3.txt").write_text("Error: conf/tagger.yaml: heads[0].path: no such directory\n", encoding="utf-8")
     spark_submit = fake_dir / "spark-submit"
     spark_submit.write_text(FAKE_SPARK_SUBMIT, encoding="utf-8")
@@ -238,7 +239,7 @@ def test_the_jobs_exit_codes_become_a_final_failure_or_a_retry(tmp_path, airflow
     assert "volume: 412 items selected = 0.41 x the trailing median" in refused["message"]
     assert "tagger publish --date 2024-01-05 --version 2024-01-05-abc-0001" in refused["message"]
     assert "WARN" not in refused["message"]  # Spark's own log lines are not the job's message
-    assert codes["4"]["raised"] == "AirflowException" and "has not landed" in codes["4"]["message"]
+    assert codes["4"]["raised"] == "AirflowException" and "pt=2024-01-05 is missing" in codes["4"]["message"]
     assert "heads[0].path" in codes["3"]["message"]
 
     late = {json.dumps(r["args"]): r for r in out["late"]}
