@@ -1,6 +1,7 @@
 """The daily job's commands, for data engineers and schedulers: run, backfill, demo, seed, sql,
-preflight. Exit codes: see tagger.cli.common (0 done, 2 usage, 3 config/artifact, 4 missing
-input, 5 locked or HiveServer2 unreachable, 1 anything else)."""
+preflight, and the write-audit-publish ones: publish, history, rollback, report. Exit codes: see
+tagger.cli.common (0 done, 2 usage, 3 config/artifact, 4 missing input, 5 locked or HiveServer2
+unreachable, 6 a gate refused, 1 anything else)."""
 from __future__ import annotations
 
 import csv
@@ -275,5 +276,37 @@ def rollback_command(ctx: click.Context, run_date: str, to: str | None, reason: 
         ensure_tables(spark, cfg.tables)
         before, now = rollback(spark, cfg.tables, run_date, to, reason)
         click.echo(f"{run_date}: rolled back from {before} to {now}")
+
+    guarded(go)
+
+
+@click.command("report", help="Write one self-contained HTML page over a range of dates (open it in a browser): "
+                              "per-tag rates, volume and coverage, quarantine reasons, model and rules versions "
+                              "with the days they changed, drift flags and every audit result, the publish log. "
+                              "Each date is shown as its published version; refused versions are shown too.")
+@click.option("--start", type=DATE, required=True, help="First date (yyyy-MM-dd).")
+@click.option("--end", type=DATE, required=True, help="Last date, inclusive (yyyy-MM-dd).")
+@click.option("--out", "out", type=click.Path(dir_okay=False, writable=True), default="report.html",
+              show_default=True, help="The HTML file to write (replaced if it exists).")
+@click.pass_context
+def report_command(ctx: click.Context, start: str, end: str, out: str) -> None:
+    if start > end:
+        raise click.BadParameter(f"--start {start} is after --end {end}.", param_hint="--start/--end")
+    cfg = load_job_config(ctx)
+    from pathlib import Path
+
+    from tagger.job.report import build_report, read_report_data
+    from tagger.job.write import ensure_tables
+
+    spark = session(cfg, f"tagger-report-{start}-{end}")
+
+    def go():
+        ensure_tables(spark, cfg.tables)
+        data = read_report_data(spark, cfg.tables, start, end)
+        html = build_report(data)
+        Path(out).write_text(html, encoding="utf-8")
+        published = int(data.days["version"].notna().sum())
+        click.echo(f"wrote {out}: {len(data.days)} day(s) from {start} to {end}, {published} with a published "
+                   f"version ({len(html.encode('utf-8')) / 1024:,.0f} KiB)")
 
     guarded(go)

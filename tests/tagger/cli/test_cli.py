@@ -15,6 +15,8 @@ from tagger.cli.common import date_range, subcommand_argv
     (["run", "--date", "2024-01-05'; DROP TABLE x; --"], "not a date"),
     (["run", "--date", "20240105"], "not a date"),
     (["backfill", "--start", "2024-01-05", "--end", "2024-01-01"], "is after --end"),
+    (["report", "--start", "2024-01-05", "--end", "2024-01-01"], "is after --end"),
+    (["report", "--start", "2024-01-01", "--end", "2024-02-30"], "not a date"),
     (["sql", "DROP TABLE tagging.item_tags"], "read-only"),
     (["sql", "SELECT 1; DROP TABLE tagging.item_tags"], "read-only"),
     (["sql", "WITH t AS (SELECT 1 AS a) INSERT OVERWRITE TABLE tagging.item_tags SELECT * FROM t"], "read-only"),
