@@ -109,6 +109,13 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
     click.echo(f"== tagging {DEMO_DATE}")
     summary = guarded(lambda: run_one(spark, cfg, DEMO_DATE, log=click.echo))
     click.echo(summary.format())
+    from tagger.config import tagger_home
+    from tagger.job.report import build_report, read_report_data
+
+    report = Path(tagger_home()) / "report.html"
+    guarded(lambda: report.write_text(build_report(read_report_data(spark, cfg.tables, DEMO_START, DEMO_DATE)),
+                                      encoding="utf-8"))
+    click.echo(f"report of {DEMO_START}..{DEMO_DATE} (drift, coverage, audits, versions): {report}")
     click.echo(f"demo done in {time.perf_counter() - started:.0f}s. Look at the result with:\n"
                f"  tagger sql \"SELECT itemid, tag_ids, gate_score FROM {cfg.tables.output} "
                f"WHERE dt = '{DEMO_DATE}' LIMIT 10\"")

@@ -37,9 +37,6 @@ def daily_stats(tagged: DataFrame, quarantine_reasons: dict[str, int], items_sel
                          source_counts={str(s): int(n) for s, n in zip(part["source"], part["n"])}))
     rows.append(dict(tag_id=None, tag_path=NO_TAG, items=items_tagged - with_tags, source_counts={}))
     out = pd.DataFrame(rows)
-    # object dtype keeps the ids Python ints beside the NO_TAG row's None: a float64 column (what
-    # pandas makes of ints and None) is refused by the BIGINT column when the rows are written
-    out["tag_id"] = pd.Series([r["tag_id"] for r in rows], dtype=object)
     out["rate"] = out["items"] / denominator
     out["version"] = version
     out["items_selected"] = int(items_selected)
@@ -59,6 +56,7 @@ def write_daily_stats(spark: SparkSession, table: str, stats: pd.DataFrame) -> N
         return
     schema = spark.table(table).schema
     columns = [f.name for f in schema.fields]
+    # pandas makes a float64 column of ints beside the NO_TAG row's None: BIGINT columns get ints back
     integral = [f.dataType.typeName() in ("long", "integer") for f in schema.fields]
 
     def plain(value, is_int):

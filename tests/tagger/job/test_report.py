@@ -18,7 +18,6 @@ from html.parser import HTMLParser
 
 import pytest
 from click.testing import CliRunner
-from pyspark.sql import functions as F
 
 from conftest import write_config
 from tagger.cli import main
