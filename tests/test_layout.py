@@ -104,3 +104,10 @@ def test_every_package_folder_has_an_init_so_the_wheel_carries_it():
     assert sorted(str(f.relative_to(REPO)) for f in folders if not (f / "__init__.py").is_file()) == []
     assert {"tagger.job", "tagger.ops", "tagger.cli", "tagger.training", "tagger.measure"} <= set(
         find_packages(str(REPO), include=["tagger", "tagger.*"]))
+
+
+def test_python_dash_m_tagger_cli_is_the_tagger_command():
+    """scripts/scale_run.py and schedulers without the console script run `python -m tagger.cli`.
+    Break: delete tagger/cli/__main__.py."""
+    done = subprocess.run([sys.executable, "-m", "tagger.cli", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0 and "Commands:" in done.stdout and "publish" in done.stdout, done.stderr

@@ -1,0 +1,4 @@
+"""`python -m tagger.cli ...` is the `tagger` command."""
+from tagger.cli import main
+
+main()
