@@ -75,7 +75,9 @@ def table_location(spark: SparkSession, table: str) -> str:
 
 
 def partition_location(spark: SparkSession, table: str, dt: str) -> str | None:
-    """Where partition dt of the table points, or None if the partition does not exist."""
+    """Where partition dt of the table points, or None if the partition (or the table) does not exist."""
+    if not spark.catalog.tableExists(table):
+        return None
     if f"dt={dt}" not in {r[0] for r in spark.sql("SHOW PARTITIONS IDENTIFIER(:t)", args={"t": table}).collect()}:
         return None
     rows = spark.sql("DESCRIBE TABLE EXTENDED IDENTIFIER(:t) PARTITION (dt = :dt)",
