@@ -182,7 +182,9 @@ def golden_set_precision(tagger, path: str, min_predicted: int) -> dict[str, tup
     """Score a golden set with a loaded tagger.udfs.tagging.Tagger: {tag path: (precision,
     predicted)} for every tag it emitted at least `min_predicted` times. The file is JSON lines
     {"text", "labels": [true tag paths]} (what `tagger train` exports as data/test.jsonl); texts are
-    normalized as the job normalizes doc_text. Raises DataError for an unreadable file."""
+    normalized as the job normalizes doc_text. An item labelled only at a tag's parent (内容标签/导购
+    with no child) does not count for that tag: annotated at a coarser level, it is unknown there,
+    not a false positive (the rule training uses). Raises DataError for an unreadable file."""
     from tagger.models.data import DataError
     from tagger.models.text import clean_text
 
@@ -202,9 +204,13 @@ def golden_set_precision(tagger, path: str, min_predicted: int) -> dict[str, tup
     counts: dict[str, list[int]] = {}
     for tags, (_, truth) in zip(out["tags"], rows):
         for t in tags:
-            c = counts.setdefault(t["tag_path"], [0, 0])
+            path = t["tag_path"]
+            parent = path.rsplit("/", 1)[0]
+            if parent in truth and not any(x.startswith(parent + "/") for x in truth):
+                continue  # labelled only at the parent: this tag is unknown for the item, not wrong
+            c = counts.setdefault(path, [0, 0])
             c[0] += 1
-            c[1] += t["tag_path"] in truth
+            c[1] += path in truth
     return {p: (tp / n, n) for p, (n, tp) in counts.items() if n >= min_predicted}
 
 
