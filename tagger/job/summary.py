@@ -56,8 +56,9 @@ class RunSummary:
                          f"(source 'hierarchy')")
         if self.disabled_labels:
             lines.append("  labels switched off in their artifacts: " + ", ".join(self.disabled_labels))
-        lines.append(f"  models loaded {self.model_loads} times in {self.python_workers} Python worker(s); "
-                     f"{self.rows_through_models:,} rows through the models")
+        loaded = (f"models loaded {self.model_loads} times in {self.python_workers} Python worker(s)" if self.model_loads
+                  else f"models already loaded in {self.python_workers} reused Python worker(s) (an earlier date)")
+        lines.append(f"  {loaded}; {self.rows_through_models:,} rows through the models")
         if self.audits:
             from tagger.job.audit import format_results
 
