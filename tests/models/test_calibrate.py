@@ -7,6 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import hashlib
 import json
+from pathlib import Path
 import random
 import re
 import shutil
@@ -209,7 +210,10 @@ def test_build_spec_versions_carry_the_digest_and_summary_shows_reasons(calibrat
     index = {r.tag: (i, r.tag.rsplit("/", 1)[-1]) for i, r in enumerate(load_rules(cfg.rules_path).rules)}
     index.update({f"{PARENT}/{name}": (100 + j, name) for j, name in enumerate(LABELS)})
     spec, version, disabled = build_spec(cfg, index, "test tag dim", 1)
-    assert version == f"p0={head.spec.version}@{head.spec.decision_digest()}"
+    from tagger.models.spec import weights_digest
+
+    weights = weights_digest(Path(d) / "model.safetensors")[:8]  # the bytes that will run (issue 14)
+    assert version == f"p0={head.spec.version}@{head.spec.decision_digest()}+{weights}"
     assert f"p0:{RARE} (3 dev positives < 5 needed to tell)" in disabled
     assert any(x.startswith(f"p0:{NOISY} (dev precision at best ") for x in disabled)
     text = RunSummary(run_date="2024-01-05", run_id="x", disabled_labels=disabled).format()

@@ -43,12 +43,8 @@ def _orchestration(tmp_path: Path, name: str = "orchestration.yaml", **hiveserve
 
 
 def _preflight_cmd(job_config: Path) -> list[str]:
-    """`tagger preflight` once the CLI registers it; until then the same command as a module."""
-    from tagger.cli import main
-
-    if "preflight" in main.commands:
-        return [str(BIN / "tagger"), "--config", str(job_config), "preflight"]
-    return [sys.executable, "-m", "tagger.ops.preflight", "--config", str(job_config)]
+    """`tagger preflight` as a scheduler runs it."""
+    return [str(BIN / "tagger"), "--config", str(job_config), "preflight"]
 
 
 def _preflight(job_config: Path, orchestration: Path, *args: str, env: dict | None = None):
