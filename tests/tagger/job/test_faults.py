@@ -81,8 +81,9 @@ def _read_partition(run, day: str) -> pd.DataFrame:
 
     text = run("sql", "--format", "csv", "--limit", "100000",
                f"SELECT itemid, tag_ids, gate_score, run_id FROM tagging.item_tags WHERE dt = '{day}' ORDER BY itemid")
-    csv = text[text.index("itemid,tag_ids"):]
-    return pd.read_csv(io.StringIO(csv), dtype={"itemid": str, "tag_ids": str, "run_id": str}, keep_default_na=False)
+    lines = [ln for ln in text[text.index("itemid,tag_ids"):].splitlines() if not ln.startswith("WARNING:")]  # JVM notice
+    return pd.read_csv(io.StringIO("\n".join(lines)), dtype={"itemid": str, "tag_ids": str, "run_id": str},
+                       keep_default_na=False)
 
 
 @pytest.mark.slow
