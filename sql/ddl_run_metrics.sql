@@ -17,7 +17,8 @@ CREATE TABLE IF NOT EXISTS IDENTIFIER(:table) (
   python_workers BIGINT COMMENT 'distinct Python worker processes in the tag stage',
   implied_parents BIGINT COMMENT 'parent tags added because a child tag came without its parent (source hierarchy)',
   version STRING COMMENT 'the staged version (write-audit-publish)',
-  outcome STRING COMMENT 'passed | warned | refused (by the audits)'
+  outcome STRING COMMENT 'passed | warned | refused (by the audits)',
+  worker_devices MAP<STRING, STRING> COMMENT 'host:pid of each Python worker -> its torch device and Spark GPU addresses'
 )
 PARTITIONED BY (dt STRING)
 STORED AS PARQUET

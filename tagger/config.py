@@ -164,13 +164,54 @@ class TaggingConf:
     torch_threads: int | None  # None: spark.task.cpus
 
 
+# How to fix a rules path, in every "file not found" about it.
+RULES_FIX = ("Fix the `rules:` key of the job config: a relative path resolves against the config file's folder "
+             "({conf_dir}); ${{TAGGER_CONF}}/autoshow_rules.yaml is the shipped rules file.")
+CATALOGS = ("embedded", "database", "external")
+METASTORE_PASSWORD_ENV = "TAGGER_METASTORE_PASSWORD"
+
+
+@dataclass(frozen=True)
+class MetastoreDb:
+    """The `spark.metastore_db:` section (catalog 'database'): a Hive metastore kept in a database
+    that every process shares (docs/cluster.md). url: JDBC URL; user; password_env: the environment
+    variable holding the password / password_file: a file holding it (the password itself never goes
+    into the YAML); driver_class and driver_jar: the JDBC driver (the jar must reach the driver JVM's
+    class path); warehouse: spark.sql.warehouse.dir (a path or URI every executor can write)."""
+    url: str
+    user: str
+    password_env: str
+    password_file: str
+    driver_class: str
+    driver_jar: str
+    warehouse: str
+
+    def password(self) -> str:
+        """The password from password_file when set, else from $password_env. Raises ConfigError
+        when the file cannot be read or the variable is unset or empty."""
+        if self.password_file:
+            try:
+                return Path(self.password_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"spark.metastore_db.password_file: cannot read {self.password_file} "
+                                  f"({exc.strerror}). Point the key at a file holding the password.") from None
+        value = os.environ.get(self.password_env, "")
+        if not value:
+            raise ConfigError(f"the metastore password is not set: export {self.password_env} "
+                              f"(spark.metastore_db.password_env) or set spark.metastore_db.password_file.")
+        return value
+
+
 @dataclass(frozen=True)
 class SparkConf:
-    """The `spark:` section. catalog: 'embedded' (local Derby metastore under $TAGGER_HOME) or
-    'external' (the cluster's metastore); master: e.g. local[2]; conf: extra Spark settings, as strings."""
+    """The `spark:` section. catalog: 'embedded' (local Derby metastore under $TAGGER_HOME),
+    'database' (a Hive metastore in a shared database, see `metastore_db`) or 'external' (the
+    cluster's metastore service, set in conf); master: e.g. local[2]; conf: extra Spark settings, as
+    strings; metastore_db: the database's settings (catalog 'database' only, else None)."""
     catalog: str
     master: str
     conf: dict[str, str]
+    metastore_db: MetastoreDb | None = None
 
 
 @dataclass(frozen=True)
@@ -345,6 +386,31 @@ def _publish_conf(root: "_Reader", conf_dir: Path) -> PublishConf:
     return PublishConf(keep_versions=keep, history_days=history, min_history_days=min_history, audits=audits)
 
 
+def _metastore_db(sp: "_Reader", conf_dir: Path) -> MetastoreDb:
+    """The `spark.metastore_db:` section, required with catalog: database. Refuses a `password` key."""
+    if "metastore_db" not in sp.data:
+        sp.fail("metastore_db", "is required with catalog: database",
+                "Add url, user and password_env (docs/cluster.md, 'A shared metastore database').")
+    m = sp.section("metastore_db")
+    if "password" in m.data:
+        m.fail("password", "passwords never go into the config file",
+               f"Remove it; export it as ${METASTORE_PASSWORD_ENV} (or name another variable in password_env, "
+               f"or a file in password_file).")
+    known = {"url", "user", "password_env", "password_file", "driver_class", "driver_jar", "warehouse"}
+    extra = sorted(set(m.data) - known)
+    if extra:
+        m.fail(extra[0], "is not a setting of metastore_db", f"Known: {', '.join(sorted(known))}.")
+    url = m.get("url", str)
+    if not url.startswith("jdbc:"):
+        m.fail("url", f"must be a JDBC URL (jdbc:postgresql://host:port/db), got {url!r}")
+    password_file = m.get("password_file", str, "")
+    return MetastoreDb(url=url, user=m.get("user", str), password_env=m.get("password_env", str, METASTORE_PASSWORD_ENV),
+                       password_file=expand(password_file, conf_dir) if password_file else "",
+                       driver_class=m.get("driver_class", str, "org.postgresql.Driver"),
+                       driver_jar=expand(m.get("driver_jar", str, "/usr/share/java/postgresql.jar"), conf_dir),
+                       warehouse=expand(m.get("warehouse", str, "${TAGGER_HOME}/warehouse"), conf_dir))
+
+
 def _jmespath_list(section: "_Reader", key: str) -> list[str]:
     """A non-empty list of JMESPath expressions at `key`, each compiled once here so that a typo
     stops the job at start (ConfigError naming the file, the key and the expression)."""
@@ -364,16 +430,24 @@ def _jmespath_list(section: "_Reader", key: str) -> list[str]:
 
 
 def expand(value: str, conf_dir: Path) -> str:
-    """Expand ${TAGGER_HOME}, ${CONF_DIR} and other environment variables in a path."""
-    env = dict(os.environ, TAGGER_HOME=str(tagger_home()), CONF_DIR=str(conf_dir))
-    return re.sub(r"\$\{(\w+)\}", lambda m: env.get(m.group(1), m.group(0)), value)
+    """A path from a config file, made absolute: ${TAGGER_HOME} ($TAGGER_HOME, default ./.tagger),
+    ${CONF_DIR} (`conf_dir`, the folder of the config file), ${TAGGER_CONF} (the shipped conf folder
+    inside the installed package) and other ${ENV_VARS} expanded; a path still relative after that
+    resolves against `conf_dir`, never the working directory. URIs (hdfs://..., s3a://...) are
+    returned expanded but otherwise unchanged; "" stays "". Raises nothing."""
+    env = dict(os.environ, TAGGER_HOME=str(tagger_home()), CONF_DIR=str(conf_dir), TAGGER_CONF=str(CONF_DIR))
+    value = re.sub(r"\$\{(\w+)\}", lambda m: env.get(m.group(1), m.group(0)), value)
+    if not value or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value) or os.path.isabs(value):
+        return value
+    return str(Path(conf_dir) / value)
 
 
-def load_yaml(path: Path) -> Any:
+def load_yaml(path: Path, option: str = "--config with the path of the job's YAML config") -> Any:
     """The parsed content of the YAML file at `path` (any YAML value; None for an empty file).
-    Raises ConfigError if the file does not exist or is not valid YAML."""
+    Raises ConfigError if the file does not exist (naming `option`, the command-line option or config
+    key that fixes it) or is not valid YAML."""
     if not path.is_file():
-        raise ConfigError(f"{path}: file not found. Pass --config with the path of the job's YAML config.")
+        raise ConfigError(f"{path}: file not found. Fix it with {option}.")
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -441,11 +515,21 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     tg = root.section("tagging")
     sp = root.section("spark")
     catalog = sp.get("catalog", str)
-    if catalog not in ("embedded", "external"):
-        sp.fail("catalog", f"must be 'embedded' or 'external', got {catalog!r}")
+    if catalog not in CATALOGS:
+        sp.fail("catalog", f"must be one of {list(CATALOGS)}, got {catalog!r}")
     spark_conf = {str(k): str(v) for k, v in sp.get("conf", dict, {}).items()}
+    for key in spark_conf:
+        if key.lower().endswith(("password", "connectionpassword")):
+            sp.fail(f"conf.{key}", "passwords never go into the config file",
+                    f"Use catalog: database with the password in ${METASTORE_PASSWORD_ENV} or a password_file.")
+    metastore_db = _metastore_db(sp, conf_dir) if catalog == "database" else None
+    if catalog != "database" and "metastore_db" in sp.data:
+        sp.fail("metastore_db", f"is only read with catalog: database (catalog is {catalog!r})")
 
     publish = _publish_conf(root, conf_dir)
+    rules_path = expand(root.get("rules", str), conf_dir)
+    if not os.path.isfile(rules_path):
+        root.fail("rules", f"{rules_path}: file not found", RULES_FIX.format(conf_dir=conf_dir))
 
     return Config(
         source=source,
@@ -453,7 +537,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         speech_lookback_days=ex.non_negative_int("speech_lookback_days"),
         speech_late_days=ex.non_negative_int("speech_late_days"),
         text=TextConf(max_chars=max_chars, speech_text_fields=tuple(fields), payload_paths=payload_paths),
-        rules_path=expand(root.get("rules", str), conf_dir),
+        rules_path=rules_path,
         gate_head=gate_head,
         heads=tuple(heads),
         tagging=TaggingConf(
@@ -464,7 +548,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         ),
         lock_dir=expand(lk.get("dir", str), conf_dir),
         lock_stale_after_hours=float(stale),
-        spark=SparkConf(catalog=catalog, master=sp.get("master", str), conf=spark_conf),
+        spark=SparkConf(catalog=catalog, master=sp.get("master", str), conf=spark_conf, metastore_db=metastore_db),
         publish=publish,
         raw=root.data,
     )

@@ -10,7 +10,7 @@ import json
 import re
 from pathlib import Path
 
-from tagger.config import ConfigError, load_yaml
+from tagger.config import RULES_FIX, ConfigError, load_yaml
 from tagger.udfs.rules import Rule, RuleSet
 
 RULE_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -25,7 +25,7 @@ def load_rules(path: str | Path) -> RuleSet:
     a bad rule version, or a pattern that is not a valid regular expression.
     """
     path = Path(path)
-    data = load_yaml(path)
+    data = load_yaml(path, RULES_FIX.format(conf_dir="its folder")[4:])
     where = str(path)
     if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
         raise ConfigError(f"{where}: key 'rules': must be a list of rules (id, tag, patterns, version).")

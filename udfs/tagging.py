@@ -14,14 +14,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
 from tagger.udfs.cascade import HeadRef, run_cascade
+from tagger.udfs.devices import task_device
 from tagger.udfs.hierarchy import add_implied_parents, ancestors_by_path
 from tagger.udfs.rules import RuleSet
 
@@ -137,6 +140,7 @@ class Tagger:
 
 
 _WORKER_TAGGERS: dict[str, Tagger] = {}
+_NOTED: set[str] = set()  # device notes this worker has printed
 
 
 def get_tagger(spec: TaggerSpec, loads=None) -> Tagger:
@@ -174,11 +178,13 @@ class _SetParam:
 
 
 class LoadCounter:
-    """Spark accumulators: model loads, distinct Python worker pids and rows tagged over one stage."""
+    """Spark accumulators over one stage: model loads, distinct Python worker pids, rows tagged, and
+    devices (a set of ("host:pid", device description) pairs, udfs/devices.py)."""
 
     def __init__(self, spark_context):
         self.models = spark_context.accumulator(0)
         self.workers = spark_context.accumulator(set(), _SetParam())
+        self.devices = spark_context.accumulator(set(), _SetParam())
         self.rows = spark_context.accumulator(0)  # rows through the models: the items once, unless recomputed
 
 
@@ -187,7 +193,13 @@ def tag_partitions(spec: TaggerSpec, loads: LoadCounter | None = None):
     batches with OUTPUT_SCHEMA's columns out (one row per input row). Models load once per worker."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        tagger = get_tagger(spec, loads)
+        choice = task_device(spec.device)  # the task's Spark GPU, cuda:0, or the CPU
+        tagger = get_tagger(replace(spec, device=choice.device), loads)
+        if loads is not None:
+            loads.devices.add({(f"{socket.gethostname()}:{os.getpid()}", choice.describe())})
+        if choice.note and choice.describe() not in _NOTED:
+            _NOTED.add(choice.describe())
+            print(f"tagger: {choice.describe()}", file=sys.stderr, flush=True)  # once per worker, in the executor log
         for done, pdf in enumerate(batches):
             if spec.fail_after_batches is not None and done >= spec.fail_after_batches:
                 raise RuntimeError(f"TAGGER_FAILPOINT: injected failure after {done} batches")

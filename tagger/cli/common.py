@@ -71,10 +71,16 @@ def load_job_config(ctx: click.Context):
 
 
 def session(cfg, app: str):
-    """A SparkSession built from the config (tagger.ops.spark_session.build_session)."""
+    """A SparkSession built from the config (tagger.ops.spark_session.build_session). A catalog
+    that cannot be reached (no metastore password, no JDBC driver, database down or without its
+    schema) is one line on stderr and exit 3."""
     from tagger.ops.spark_session import build_session
 
-    return build_session(cfg, app)
+    try:
+        return build_session(cfg, app)
+    except ConfigError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
 
 
 def guarded(fn):

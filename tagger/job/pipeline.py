@@ -52,7 +52,7 @@ def _run_locked(spark: SparkSession, cfg: Config, run_date: str, log) -> RunSumm
     tag_index = load_tag_index(sources.tag_dim)
     threads = cfg.tagging.torch_threads or int(spark.conf.get("spark.task.cpus", "1"))
     spec, model_version, disabled = build_spec(cfg, tag_index, cfg.tables.tag_dim, threads)
-    run_id = run_fingerprint(run_date, cfg, model_version, spec.rules.version)
+    run_id = run_fingerprint(run_date, cfg, model_version, spec.rules.version, tag_index)
     ensure_tables(spark, cfg.tables)
     repaired = repair(spark, cfg.tables, run_date)  # a crash between two switches of an earlier run
 
@@ -105,7 +105,7 @@ def _run_locked(spark: SparkSession, cfg: Config, run_date: str, log) -> RunSumm
         # read after the write: a write that ran the models again would show here
         model_loads=loads.models.value, python_workers=len(loads.workers.value), implied_parents=implied,
         rows_through_models=loads.rows.value, version=staged.version, outcome=verdict, audits=results,
-        repaired=repaired)
+        repaired=repaired, worker_devices=dict(loads.devices.value))
     summary.stage_seconds = {**stages.seconds, "total": round(time.perf_counter() - t0, 2)}
     write_metrics(spark, cfg, summary, started_at)
     items.unpersist()

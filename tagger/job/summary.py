@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame
@@ -37,6 +38,7 @@ class RunSummary:
     outcome: str = ""  # passed | warned | refused (by the audits)
     audits: list = field(default_factory=list)  # the audit results (tagger/job/audit.py)
     repaired: str | None = None  # a version the run found half-published and mended
+    worker_devices: dict[str, str] = field(default_factory=dict)  # host:pid -> device (udfs/devices.py)
 
     def format(self) -> str:
         """The summary as the lines `tagger run` prints."""
@@ -59,6 +61,9 @@ class RunSummary:
         loaded = (f"models loaded {self.model_loads} times in {self.python_workers} Python worker(s)" if self.model_loads
                   else f"models already loaded in {self.python_workers} reused Python worker(s) (an earlier date)")
         lines.append(f"  {loaded}; {self.rows_through_models:,} rows through the models")
+        if self.worker_devices:
+            devices = Counter(self.worker_devices.values())
+            lines.append("  devices: " + ", ".join(f"{d} x{n}" for d, n in sorted(devices.items())))
         if self.audits:
             from tagger.job.audit import format_results
 
@@ -75,16 +80,48 @@ class RunSummary:
         return "\n".join(lines)
 
 
-# Config sections that decide how a run is checked and guarded, not which rows it writes: they stay
-# out of the run id, so tightening an audit or moving the lock does not make every rerun "new".
-NOT_IN_RUN_ID = ("publish", "run_lock")
+# What decides a run's rows, and so its id (docs/cluster.md, "The run id"). Where or how the job ran
+# (master, executor sizing, Spark conf, catalog and metastore credentials, torch threads, local paths of
+# the same artifacts, the publish audits and the run lock) is left out: the same date with the same
+# models gets the same run id on a laptop, on a standalone cluster or on YARN.
+RUN_ID_KEYS = ("models", "rules", "tag_dim", "sql", "sources", "speech_window", "text", "heads", "gate_head",
+               "batching")
+# the SQL files whose text decides which rows are read (changing one changes every run id)
+ROW_SQL = ("extract_pool", "extract_asr", "extract_ocr", "extract_tag_dim")
 
 
-def run_fingerprint(run_date: str, cfg: Config, model_version: str, rules_version: str) -> str:
-    """Deterministic run id "<date>-<10 hex>": same date, models, rules and config -> same id,
-    identical rows. The config counts without NOT_IN_RUN_ID's sections."""
-    config = {k: v for k, v in cfg.raw.items() if k not in NOT_IN_RUN_ID}
-    payload = json.dumps([model_version, rules_version, config], sort_keys=True, ensure_ascii=False, default=str)
+def run_id_inputs(cfg: Config, model_version: str, rules_version: str, tag_index: dict) -> dict:
+    """The values the run id hashes, keyed by RUN_ID_KEYS: the models' versions (with their weights'
+    digests), the rules' version, a digest of the tag-dimension snapshot (`tag_index`: tag path ->
+    (tag id, tag name)), a digest of the extract SQL, the source tables, the speech window (days),
+    the text budgets and payload paths, each head's name/parent/gate_by, the gate head and the
+    batching settings (texts per forward pass, rows per Arrow batch, partitions as configured)."""
+    from tagger.sql_files import read_sql
+
+    def digest(value) -> str:
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    t = cfg.tables
+    return {
+        "models": model_version,
+        "rules": rules_version,
+        "tag_dim": digest(sorted((path, list(v)) for path, v in tag_index.items())),
+        "sql": digest("\n".join(read_sql(name) for name in ROW_SQL)),
+        "sources": [t.pool, t.asr, t.ocr, t.tag_dim],
+        "speech_window": [cfg.speech_lookback_days, cfg.speech_late_days],
+        "text": [cfg.text.max_chars, list(cfg.text.speech_text_fields), cfg.text.payload_paths],
+        "heads": [[h.name, h.parent, h.gate_by] for h in cfg.heads],
+        "gate_head": cfg.gate_head,
+        "batching": [cfg.tagging.batch_size, cfg.tagging.arrow_max_records_per_batch, cfg.tagging.partitions],
+    }
+
+
+def run_fingerprint(run_date: str, cfg: Config, model_version: str, rules_version: str, tag_index: dict) -> str:
+    """Deterministic run id "<date>-<10 hex>": a digest of run_id_inputs(). Same date, models,
+    rules, tag dimension and row-deciding settings -> same id, identical rows, wherever it ran."""
+    payload = json.dumps(run_id_inputs(cfg, model_version, rules_version, tag_index), sort_keys=True,
+                         ensure_ascii=False, default=str)
     return f"{run_date}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
 
 

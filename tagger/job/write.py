@@ -13,7 +13,8 @@ DDL = {"output": "ddl_item_tags", "quarantine": "ddl_quarantine", "metrics": "dd
        "versions": "ddl_versions", "publish_log": "ddl_publish_log", "daily_stats": "ddl_daily_stats"}
 # Columns added to a DDL after tables were first created: existing tables get them on the next
 # run (old rows read NULL). Keep in step with sql/ddl_*.sql.
-ADDED_COLUMNS = {"metrics": [("implied_parents", "BIGINT"), ("version", "STRING"), ("outcome", "STRING")]}
+ADDED_COLUMNS = {"metrics": [("implied_parents", "BIGINT"), ("version", "STRING"), ("outcome", "STRING"),
+                             ("worker_devices", "MAP<STRING, STRING>")]}
 
 
 def ensure_tables(spark: SparkSession, tables: Tables) -> None:
@@ -54,6 +55,6 @@ def write_metrics(spark: SparkSession, cfg: Config, s, started_at: str) -> None:
                quarantine_reasons=s.quarantine_reasons, stage_seconds=s.stage_seconds,
                model_version=s.model_version, rules_version=s.rules_version,
                model_loads=s.model_loads, python_workers=s.python_workers, implied_parents=s.implied_parents,
-               version=s.version, outcome=s.outcome)
+               version=s.version, outcome=s.outcome, worker_devices=s.worker_devices)
     schema = spark.table(cfg.tables.metrics).drop("dt").schema
     append_partition(spark, spark.createDataFrame([row], schema), cfg.tables.metrics, s.run_date)

@@ -80,7 +80,7 @@ def load_orchestration(path: str | os.PathLike | None = None) -> OrchestrationCo
     """Read and validate conf/orchestration.yaml (or `path`, or $TAGGER_ORCHESTRATION_CONFIG)."""
     path = Path(path or os.environ.get(ORCHESTRATION_ENV) or DEFAULT_ORCHESTRATION)
     source = str(path)
-    root = _Reader(source, load_yaml(path))
+    root = _Reader(source, load_yaml(path, f"`tagger preflight --orchestration FILE` or ${ORCHESTRATION_ENV}"))
     for key in root.data:
         if key not in ("hiveserver2", "preflight"):
             root.fail(key, "unknown key; known: hiveserver2, preflight")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from tagger.config import CONF_DIR, Config, tagger_home
+from tagger.config import CONF_DIR, Config, ConfigError, MetastoreDb, tagger_home
 
 WORKER_DAEMON = "tagger.udfs.worker_daemon"  # forks Python workers with torch and the model code imported
 VERBOSE_ENV = "TAGGER_VERBOSE"  # 1/true/yes: Spark's default logging (tagger --verbose sets it)
@@ -85,6 +85,81 @@ def embedded_catalog_conf() -> dict[str, str]:
     }
 
 
+def database_catalog_conf(db: MetastoreDb, password: str) -> dict[str, str]:
+    """Spark settings of a Hive metastore kept in a shared database (catalog 'database'): the JDBC
+    connection (password included: never log this mapping), no schema check and no schema creation.
+    The schema is created once beforehand (scripts/metastore.py init-schema): DataNucleus'
+    autoCreateAll on an empty PostgreSQL database hangs on the first CREATE TABLE."""
+    return {
+        "spark.sql.warehouse.dir": db.warehouse,
+        "spark.hadoop.javax.jdo.option.ConnectionURL": db.url,
+        "spark.hadoop.javax.jdo.option.ConnectionDriverName": db.driver_class,
+        "spark.hadoop.javax.jdo.option.ConnectionUserName": db.user,
+        "spark.hadoop.javax.jdo.option.ConnectionPassword": password,
+        "spark.hadoop.hive.metastore.schema.verification": "false",
+        "spark.hadoop.datanucleus.schema.autoCreateAll": "false",
+    }
+
+
+def catalog_conf(cfg: Config) -> dict[str, str]:
+    """The catalog's Spark settings for cfg.spark.catalog: embedded_catalog_conf(), or
+    database_catalog_conf() with the password read now (ConfigError when it is not set), or {} for
+    'external' (the cluster's own settings apply)."""
+    if cfg.spark.catalog == "embedded":
+        return embedded_catalog_conf()
+    if cfg.spark.catalog == "database":
+        return database_catalog_conf(cfg.spark.metastore_db, cfg.spark.metastore_db.password())
+    return {}
+
+
+def check_metastore_db(jvm, db: MetastoreDb, password: str, under_submit: bool) -> None:
+    """Before any Hive client starts: the driver JVM (`jvm`, py4j's view of it) can load the JDBC
+    driver, reach the database and finds the metastore schema in it. Each failure is one ConfigError
+    line saying what to do, instead of DataNucleus' thousands of lines of traces (or a hang, when
+    the schema is missing). Raises ConfigError."""
+    from py4j.protocol import Py4JJavaError
+
+    try:
+        jvm.java.lang.Class.forName(db.driver_class)
+    except Py4JJavaError:
+        how = (f"spark-submit starts the JVM before the job reads its config, so pass --driver-class-path "
+               f"{db.driver_jar} (or spark.driver.extraClassPath in a --properties-file)" if under_submit else
+               f"spark.metastore_db.driver_jar ({db.driver_jar}) does not hold it: point the key at the driver's jar")
+        raise ConfigError(f"the metastore JDBC driver {db.driver_class} is not on the driver JVM's class path: {how}.") \
+            from None
+    try:
+        connection = jvm.java.sql.DriverManager.getConnection(db.url, db.user, password)
+    except Py4JJavaError as exc:
+        reason = str(exc.java_exception.getMessage()).splitlines()[0]
+        raise ConfigError(f"cannot connect to the metastore database {db.url} as {db.user}: {reason}. Check that "
+                          f"it is up (make metastore-up for the local one) and the password "
+                          f"(${db.password_env} or spark.metastore_db.password_file).") from None
+    try:
+        meta = connection.getMetaData()
+        found = any(meta.getTables(None, None, name, None).next() for name in ("DBS", "dbs"))
+    finally:
+        connection.close()
+    if not found:
+        raise ConfigError(f"the metastore database {db.url} has no Hive metastore schema (no DBS table). Create it "
+                          f"once: python scripts/metastore.py init-schema --config <job config> (the job never "
+                          f"creates it: DataNucleus' autoCreateAll hangs on an empty PostgreSQL database).")
+
+
+def _start_jvm(conf: dict[str, str], secret_keys: set[str]):
+    """Start (or, under spark-submit, connect to) the driver JVM before the SparkSession, with the
+    settings that only count at JVM launch (class path, Java options) and without `secret_keys`:
+    pyspark passes every setting it launches with on the JVM's command line, where `ps` shows it.
+    Returns py4j's JVM view."""
+    from pyspark import SparkConf, SparkContext
+
+    launch = SparkConf(loadDefaults=False)
+    for key, value in conf.items():
+        if key not in secret_keys:
+            launch.set(key, value)
+    SparkContext._ensure_initialized(conf=launch)
+    return SparkContext._jvm
+
+
 def build_session(cfg: Config, app_name: str = "tagger") -> SparkSession:
     """The SparkSession for `cfg` (getOrCreate, Hive support on): Arrow on with
     tagging.arrow_max_records_per_batch rows per batch, dynamic partition overwrite, the embedded
@@ -99,8 +174,9 @@ def build_session(cfg: Config, app_name: str = "tagger") -> SparkSession:
     Errors starting the JVM propagate from pyspark."""
     # Workers must run the same interpreter (the project's virtualenv), not whatever python3 is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    under_submit = "PYSPARK_GATEWAY_PORT" in os.environ
     builder = SparkSession.builder.appName(app_name).enableHiveSupport()
-    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit: its --master wins there
+    if not under_submit:  # not under spark-submit: its --master wins there
         builder = builder.master(cfg.spark.master)
     conf = {
         "spark.sql.execution.arrow.pyspark.enabled": "true",
@@ -110,8 +186,18 @@ def build_session(cfg: Config, app_name: str = "tagger") -> SparkSession:
         "spark.sql.hive.convertMetastoreParquet": "true",
         "spark.ui.showConsoleProgress": "false",
     }
-    if cfg.spark.catalog == "embedded":
-        conf.update(embedded_catalog_conf())
+    db = cfg.spark.metastore_db
+    password = db.password() if db else ""  # before the JVM: a missing password is a config error
+    if db:
+        conf.update(database_catalog_conf(db, password))
+        if not under_submit:  # pyspark starts the JVM: the driver jar goes on its class path now
+            if not os.path.isfile(db.driver_jar):
+                raise ConfigError(f"spark.metastore_db.driver_jar: {db.driver_jar}: file not found. Install the "
+                                  f"JDBC driver (Debian: apt-get install libpostgresql-jdbc-java) or point the key "
+                                  f"at its jar.")
+            conf["spark.driver.extraClassPath"] = db.driver_jar
+    else:
+        conf.update(catalog_conf(cfg))
     if "PYSPARK_GATEWAY_PORT" not in os.environ and re.fullmatch(r"local(\[[^\]]*\])?", cfg.spark.master):
         # Local mode: the workers run this virtualenv, where tagger.udfs.worker_daemon is importable. Not on
         # a cluster: there the daemon starts before --py-files are on its path and would fail.
@@ -124,6 +210,10 @@ def build_session(cfg: Config, app_name: str = "tagger") -> SparkSession:
         # The JVM logs with Spark's defaults already (INFO): the SparkContext sets ERROR as it starts.
         # Its first lines, before that, go only with --driver-java-options (see conf/log4j2.properties).
         conf.setdefault("spark.log.level", "ERROR")
+    if db:
+        launch = dict(conf) if under_submit else {"spark.master": cfg.spark.master, **conf}
+        check_metastore_db(_start_jvm(launch, {"spark.hadoop.javax.jdo.option.ConnectionPassword"}), db, password,
+                           under_submit)
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -46,3 +46,46 @@ def test_invalid_yaml_and_missing_file_are_clear(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "absent.yaml")
+
+
+def _database(**metastore_db):
+    def edit(raw):
+        raw["spark"].update(catalog="database", metastore_db={"url": "jdbc:postgresql://db:5432/metastore",
+                                                              "user": "hive", **metastore_db})
+    return edit
+
+
+@pytest.mark.parametrize("edit,key", [
+    (_database(password="hunter2"), "spark.metastore_db.password"),
+    (lambda r: r["spark"]["conf"].update({"spark.hadoop.javax.jdo.option.ConnectionPassword": "hunter2"}),
+     "spark.conf.spark.hadoop.javax.jdo.option.ConnectionPassword"),
+])
+def test_a_password_in_the_yaml_is_refused(tmp_path, edit, key):
+    with pytest.raises(ConfigError, match=rf"key '{key}': passwords never go into the config file") as exc:
+        load_config(_write(tmp_path, edit))
+    assert "hunter2" not in str(exc.value)
+
+
+def test_the_metastore_password_comes_from_the_environment_or_a_file(tmp_path, monkeypatch):
+    cfg = load_config(_write(tmp_path, _database(password_env="TEST_METASTORE_PW")))
+    monkeypatch.delenv("TEST_METASTORE_PW", raising=False)
+    with pytest.raises(ConfigError, match="export TEST_METASTORE_PW"):
+        cfg.spark.metastore_db.password()
+    monkeypatch.setenv("TEST_METASTORE_PW", "from-env")
+    assert cfg.spark.metastore_db.password() == "from-env"
+    (tmp_path / "pw").write_text("from-file\n")
+    cfg = load_config(_write(tmp_path, _database(password_file="pw")))  # relative: the config's folder
+    assert cfg.spark.metastore_db.password() == "from-file"
+
+
+def test_a_copied_config_resolves_relative_paths_against_its_own_folder(tmp_path):
+    (tmp_path / "my_rules.yaml").write_text((DEFAULT_CONFIG.parent / "autoshow_rules.yaml").read_text())
+    cfg = load_config(_write(tmp_path, lambda r: r.update(rules="my_rules.yaml")))
+    assert cfg.rules_path == str(tmp_path / "my_rules.yaml")
+    # the shipped default still points at the shipped rules from a copy elsewhere
+    assert load_config(_write(tmp_path, lambda r: None)).rules_path == str(DEFAULT_CONFIG.parent / "autoshow_rules.yaml")
+
+
+def test_a_missing_rules_file_names_the_key_that_fixes_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"key 'rules': .*nope.yaml: file not found. Fix the `rules:` key"):
+        load_config(_write(tmp_path, lambda r: r.update(rules="nope.yaml")))
