@@ -5,7 +5,7 @@ export TAGGER_HOME ?= $(CURDIR)/.tagger
 export HF_HUB_OFFLINE := 1
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test test-fast bench clean metastore-up metastore-down cluster-up cluster-down system-deps
 
 # torch is installed first and pinned: 2.13.0 resolves to the CPU wheel on disk; anything else
 # would pull gigabytes of CUDA packages.
@@ -21,8 +21,17 @@ install: $(BIN)/.installed
 run: install
 	$(BIN)/tagger demo
 
+## Debian packages the shared-metastore tests run (a private PostgreSQL and its JDBC driver): installed
+## when missing (root), else the command to run is printed.
+PG_READY := $(and $(wildcard /usr/lib/postgresql/15/bin/initdb),$(wildcard /usr/share/java/postgresql.jar))
+system-deps:
+ifeq ($(PG_READY),)
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql libpostgresql-jdbc-java; \
+	else echo "run as root: apt-get install -y postgresql libpostgresql-jdbc-java" >&2; exit 1; fi
+endif
+
 ## The whole test suite, slow end-to-end group included (what CI runs).
-test: install
+test: install system-deps
 	$(BIN)/pytest -q
 
 ## The quick group only (no spark-submit subprocesses, no full-size training).
@@ -45,3 +54,18 @@ dist-code:
 
 dist-env:
 	$(BIN)/python scripts/build_dist.py env --out $(DIST_DIR) --torch-spec "$(TORCH_SPEC)"
+
+## A Hive metastore in a private PostgreSQL ($(TAGGER_HOME)/metastore-pg, port 5439) for catalog: database
+## (docs/cluster.md); needs Debian's postgresql and libpostgresql-jdbc-java. The data stays after -down.
+metastore-up: install system-deps
+	$(BIN)/python scripts/metastore.py up
+
+metastore-down:
+	$(BIN)/python scripts/metastore.py down
+
+## A Spark standalone master (spark://127.0.0.1:7077) and two one-core workers from the pip pyspark.
+cluster-up: install
+	$(BIN)/python scripts/standalone_cluster.py up
+
+cluster-down:
+	$(BIN)/python scripts/standalone_cluster.py down

@@ -31,7 +31,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
@@ -143,10 +142,19 @@ class PostgresMetastore:
         password = self.password()
         if not self._psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{ROLE}'").strip():
             self._psql(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{password}'")
-            self._psql(f"CREATE DATABASE {DATABASE} OWNER {ROLE}")
-        if not self._psql("SELECT 1 FROM pg_tables WHERE tablename = 'DBS'", DATABASE).strip():
-            init_schema(self.url, ROLE, password, log=log)
+        self.add_database(DATABASE, log)
         return self
+
+    def add_database(self, name: str, log=print) -> str:
+        """Create database `name` (owner `hive`) with the metastore schema unless it exists; returns its
+        JDBC URL. One server can hold several independent catalogs this way (the tests use one per
+        module). Raises RuntimeError as start()."""
+        if not self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").strip():
+            self._psql(f"CREATE DATABASE {name} OWNER {ROLE}")
+        url = f"jdbc:postgresql://127.0.0.1:{self.port}/{name}"
+        if not self._psql("SELECT 1 FROM pg_tables WHERE tablename = 'DBS'", name).strip():
+            init_schema(url, ROLE, self.password(), log=log)
+        return url
 
     def password(self) -> str:
         """The role's password (directory/password)."""
@@ -157,10 +165,11 @@ class PostgresMetastore:
         if (self.data / "postmaster.pid").is_file():
             self._run([PG_BIN / "pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop"])
 
-    def config_section(self) -> dict:
-        """The `spark:` keys of a job config using this server (password by file)."""
+    def config_section(self, url: str | None = None) -> dict:
+        """The `spark:` keys of a job config using this server's database at `url` (default the
+        `metastore` database), the password by file."""
         return {"catalog": "database",
-                "metastore_db": {"url": self.url, "user": ROLE, "password_file": str(self.password_file)}}
+                "metastore_db": {"url": url or self.url, "user": ROLE, "password_file": str(self.password_file)}}
 
     def __enter__(self) -> "PostgresMetastore":
         return self.start()

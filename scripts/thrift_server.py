@@ -1,10 +1,13 @@
-"""Start a Spark Thrift Server (HiveServer2 protocol) over the embedded catalog of a TAGGER_HOME.
+"""Start a Spark Thrift Server (HiveServer2 protocol) over the catalog of a job config: the
+embedded Derby catalog of a TAGGER_HOME, or a shared metastore database (catalog: database).
 
 For trying `tagger preflight` on one machine and for the tests: production uses the cluster's
-HiveServer2. The server is the only process allowed on the embedded Derby metastore it serves,
-so stop every other Spark session on that TAGGER_HOME first.
+HiveServer2. On the embedded catalog the server is the only process allowed on the Derby
+metastore it serves, so stop every other Spark session on that TAGGER_HOME first; on a metastore
+database, jobs and the server run side by side.
 
-    python scripts/thrift_server.py --home .tagger --port 10000     # runs until Ctrl-C
+    python scripts/thrift_server.py --home .tagger --port 10000            # embedded; until Ctrl-C
+    python scripts/thrift_server.py --config db.yaml --port 10000          # the config's database catalog
 
 From Python (tests): `with ThriftServer(home, port) as server: ...` starts it, waits until it
 accepts a HiveServer2 session, and stops it (its whole process group) on exit.
@@ -32,18 +35,34 @@ def spark_home() -> Path:
 
 
 def server_command(home: Path, port: int, host: str = "127.0.0.1", hiveconf: dict[str, str] | None = None,
-                   driver_memory: str = "1g") -> list[str]:
-    """spark-submit command line of a Thrift Server over $TAGGER_HOME's warehouse and Derby metastore."""
+                   driver_memory: str = "1g", config: str | None = None, secrets_file: Path | None = None
+                   ) -> list[str]:
+    """spark-submit command line of a Thrift Server over $TAGGER_HOME's warehouse and Derby metastore,
+    or, with `config` (a job YAML with catalog: database), over that metastore database: its JDBC jar
+    on --driver-class-path and its settings in `secrets_file` (written here with mode 600, passed as
+    --properties-file, so the password is never on a command line). Raises ConfigError from the config."""
     home = Path(home).resolve()
     catalog = {
         "spark.sql.warehouse.dir": str(home / "warehouse"),
         "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true",
-        "spark.ui.enabled": "false",
-        "spark.sql.session.timeZone": "UTC",
     }
     cmd = [str(spark_home() / "bin" / "spark-submit"), "--class", THRIFT_SERVER_CLASS, "--master", "local[1]",
            "--driver-memory", driver_memory, "--driver-java-options", f"-Dderby.system.home={home}"]
-    for key, value in catalog.items():
+    db = None
+    if config:
+        from tagger.config import load_config
+        from tagger.ops.spark_session import database_catalog_conf
+
+        db = load_config(config).spark.metastore_db
+    if db is not None:
+        secrets_file = Path(secrets_file or home / f"thriftserver-{port}.properties")
+        secrets_file.parent.mkdir(parents=True, exist_ok=True)
+        secrets_file.touch(mode=0o600)
+        secrets_file.write_text("".join(f"{k}={v}\n" for k, v in database_catalog_conf(db, db.password()).items()),
+                                encoding="utf-8")
+        cmd += ["--driver-class-path", db.driver_jar, "--properties-file", str(secrets_file)]
+        catalog = {}
+    for key, value in {**catalog, "spark.ui.enabled": "false", "spark.sql.session.timeZone": "UTC"}.items():
         cmd += ["--conf", f"{key}={value}"]
     conf = {"hive.server2.thrift.port": str(port), "hive.server2.thrift.bind.host": host,
             "hive.server2.transport.mode": "binary", **(hiveconf or {})}
@@ -62,11 +81,12 @@ class ThriftServer:
     """One Thrift Server process (and its JVM children) started by this object, stopped by it."""
 
     def __init__(self, home: Path, port: int | None = None, host: str = "127.0.0.1",
-                 log_path: Path | None = None, hiveconf: dict[str, str] | None = None, start_timeout: float = 240):
+                 log_path: Path | None = None, hiveconf: dict[str, str] | None = None, start_timeout: float = 240,
+                 config: str | None = None):
         self.home, self.host = Path(home).resolve(), host
         self.port = port or free_port(host)
         self.log_path = Path(log_path) if log_path else self.home / f"thriftserver-{self.port}.log"
-        self.hiveconf, self.start_timeout = hiveconf, start_timeout
+        self.hiveconf, self.start_timeout, self.config = hiveconf, start_timeout, config
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "ThriftServer":
@@ -74,7 +94,8 @@ class ThriftServer:
         log = open(self.log_path, "ab")
         env = dict(os.environ, SPARK_HOME=str(spark_home()))
         # A session of its own: stop() signals the whole group (spark-submit and the JVM it starts).
-        self.proc = subprocess.Popen(server_command(self.home, self.port, self.host, self.hiveconf),
+        self.proc = subprocess.Popen(server_command(self.home, self.port, self.host, self.hiveconf,
+                                                    config=self.config),
                                      cwd=self.home, env=env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         log.close()
@@ -132,6 +153,7 @@ class ThriftServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and _group_alive(pgid):
             time.sleep(0.5)
+        (self.home / f"thriftserver-{self.port}.properties").unlink(missing_ok=True)  # the metastore password
 
     def __enter__(self) -> "ThriftServer":
         return self.start()
@@ -158,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="TAGGER_HOME whose warehouse and metastore_db the server serves (default $TAGGER_HOME)")
     parser.add_argument("--port", type=int, default=10000)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--config", default=None,
+                        help="job YAML with catalog: database: serve that metastore database instead of --home's Derby")
     args = parser.parse_args(argv)
-    server = ThriftServer(Path(args.home), args.port, args.host)
+    server = ThriftServer(Path(args.home), args.port, args.host, config=args.config)
     print(f"starting Thrift Server on {args.host}:{args.port} over {server.home} (log {server.log_path}) ...",
           flush=True)
     with server:

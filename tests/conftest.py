@@ -101,3 +101,60 @@ def trained(spark, cfg, demo_data):
     from tagger.training.from_warehouse import train_all
 
     return train_all(spark, cfg, TRAIN_DATES, log=lambda *_: None)
+
+
+def load_script(name: str):
+    """A module of scripts/ (not a package) by file name, e.g. load_script("metastore")."""
+    import importlib.util
+    import sys
+
+    key = f"tagger_scripts_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, REPO / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
+@pytest.fixture(scope="session")
+def pg_metastore():
+    """A private PostgreSQL server (scripts/metastore.py) for the database-catalog tests, stopped and
+    deleted at the end. Its data folder is under /tmp, not pytest's tmp_path: the server runs as the
+    `postgres` user when the tests run as root, and pytest's folders are private to their owner.
+    Each test module takes a database of its own: pg_metastore.add_database(name)."""
+    import shutil
+    import tempfile
+
+    metastore = load_script("metastore")
+    directory = Path(tempfile.mkdtemp(prefix="tagger-pg-"))
+    directory.chmod(0o755)
+    server = metastore.PostgresMetastore(directory, metastore.free_port())
+    server.start(log=lambda *_: None)
+    yield server
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def standalone_cluster(tmp_path_factory):
+    """A Spark standalone master and two workers of one core each from the pip pyspark
+    (scripts/standalone_cluster.py), each worker announcing GPUs "0" and "1" through a discovery
+    script. Stopped at the end of the session."""
+    cluster = load_script("standalone_cluster").StandaloneCluster(
+        tmp_path_factory.mktemp("standalone"), workers=2, cores=1, memory="3g", gpus=2)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def database_config(directory: Path, pg, database: str, edit=None) -> Path:
+    """write_config with catalog: database on `pg`'s database `database` (created with the metastore
+    schema if missing), the warehouse under $TAGGER_HOME."""
+    url = pg.add_database(database, log=lambda *_: None)
+
+    def to_database(raw):
+        raw["spark"].update(pg.config_section(url))
+        if edit:
+            edit(raw)
+    return write_config(directory, edit=to_database)

@@ -1,14 +1,18 @@
-"""The job on a Spark cluster, built the way the README's cluster section says: `make dist-code` makes
-the project's code archive for --py-files, the executors' Python is `./environment/bin/python` from a
-venv-pack archive shipped with --archives ...#environment, and the master is local-cluster[2,1,2048]:
-two executor JVMs with their own Python workers, none of which can import the project from the
-checkout. Its rows must equal those of a local[2] run of the same date, and its metrics must show the
-models loaded once per Python worker.
+"""The job on a real Spark standalone cluster (a master and two one-core workers started from the pip
+pyspark, tests/conftest.py) against a shared PostgreSQL metastore, built the way docs/cluster.md says:
+`make dist-code` makes the project's code archive for --py-files, the executors' Python is
+`./environment/bin/python` from a venv-pack archive shipped with --archives ...#environment, and the
+driver gets the JDBC driver with --driver-class-path (client mode). Its rows must equal those of a
+local[2] run of the same date on the same catalog, with the same run id although the master, the
+executor sizing and the way the metastore password arrives differ; its metrics must show the models
+loaded once per Python worker, the worker daemon (torch imported before fork) on the executors, and
+each worker's Spark GPU address with the CPU fallback (the workers announce GPUs 0 and 1; there is
+no CUDA here).
 
 The local[2] reference run is `tagger backfill` over two dates: that is also the check of the
 backfill outside Airflow (in date order, one date after the other, never two at once).
 
-Trade-off (docs/orchestration.md): the real `make dist-env` installs torch, pyspark and transformers
+Trade-off (docs/cluster.md): the real `make dist-env` installs torch, pyspark and transformers
 into a fresh virtualenv and packs ~1.5 GB, minutes on two cores, so here the packed environment is
 an empty virtualenv (venv-pack, the same tool) and the executors find the third-party packages through
 spark.executorEnv.PYTHONPATH pointing at the project virtualenv's site-packages. That path is not a
@@ -27,14 +31,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, write_config
+import yaml
+
+from conftest import REPO, database_config
 
 pytestmark = pytest.mark.slow
 D1, D2 = "2024-03-11", "2024-03-12"
 PY = Path(sys.executable)
 BIN = PY.parent
 COLUMNS = ["itemid", "dtype", "gate_score", "tag_ids", "model_version", "rules_version", "run_id", "dt"]
-METRICS = ["dt", "run_id", "started_at", "seconds", "items_tagged", "model_loads", "python_workers", "version"]
+METRICS = ["dt", "run_id", "started_at", "seconds", "items_tagged", "model_loads", "python_workers", "version",
+           "worker_devices"]
 
 
 
@@ -76,10 +83,11 @@ def _packed_executor_env(tmp_path: Path, env: dict) -> Path:
     return archive
 
 
-def test_local_cluster_run_with_dist_artifacts_matches_local_run(tmp_path, tagger_home, trained, cfg):
+def test_standalone_cluster_run_with_dist_artifacts_matches_local_run(tmp_path, tagger_home, trained, cfg,
+                                                                      pg_metastore, standalone_cluster):
     home = tmp_path / "home"
     shutil.copytree(tagger_home / "models", home / "models")  # the small models trained by the session fixture
-    config = write_config(tmp_path)
+    config = database_config(tmp_path, pg_metastore, "cluster_test")
     env = dict(os.environ, TAGGER_HOME=str(home), PYSPARK_PYTHON=str(PY), PYSPARK_DRIVER_PYTHON=str(PY),
                HF_HUB_OFFLINE="1")
     tagger = [BIN / "tagger", "--config", config]
@@ -113,16 +121,36 @@ def test_local_cluster_run_with_dist_artifacts_matches_local_run(tmp_path, tagge
                            cwd=tmp_path, env=probe, capture_output=True, text=True)
     assert "No module named 'udfs'" in check.stderr, check.stderr
 
+    # The cluster's copy of the config: another master and executor sizing, the password from the
+    # environment instead of a file. None of that may change the run id.
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    raw["spark"]["master"] = standalone_cluster.master_url
+    raw["spark"]["conf"]["spark.executor.memory"] = "1500m"
+    db = raw["spark"]["metastore_db"]
+    db["password_env"] = "CLUSTER_METASTORE_PASSWORD"
+    del db["password_file"]
+    cluster_config = tmp_path / "cluster" / "tagger.yaml"
+    cluster_config.parent.mkdir()
+    cluster_config.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+
     cluster_env = {k: v for k, v in env.items() if k != "PYSPARK_PYTHON"}
-    _run([BIN / "spark-submit", "--master", "local-cluster[2,1,2048]",
-          "--py-files", code, "--archives", f"{archive}#environment",
-          "--conf", "spark.pyspark.python=./environment/bin/python",
-          "--conf", f"spark.pyspark.driver.python={PY}",
-          "--conf", f"spark.executorEnv.PYTHONPATH={site_packages}",
-          "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",  # both executors before the first task
-          "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=300s",
-          REPO / "jobs" / "tag_daily.py", "--date", D2, "--config", config],
-         cluster_env, cwd=tmp_path, timeout=900)
+    cluster_env["CLUSTER_METASTORE_PASSWORD"] = pg_metastore.password()
+    submitted = _run([
+        BIN / "spark-submit", "--master", standalone_cluster.master_url, "--deploy-mode", "client",
+        "--driver-class-path", db["driver_jar"] if "driver_jar" in db else "/usr/share/java/postgresql.jar",
+        "--py-files", code, "--archives", f"{archive}#environment",
+        "--conf", "spark.pyspark.python=./environment/bin/python",
+        "--conf", f"spark.pyspark.driver.python={PY}",
+        # the code archive first: the worker daemon imports tagger.udfs.worker_daemon from it
+        "--conf", f"spark.executorEnv.PYTHONPATH={code.name}:{site_packages}",
+        "--conf", "spark.python.daemon.module=tagger.udfs.worker_daemon",
+        "--conf", "spark.executor.resource.gpu.amount=2",
+        "--conf", f"spark.executor.resource.gpu.discoveryScript={standalone_cluster.gpu_discovery_script}",
+        "--conf", "spark.task.resource.gpu.amount=1",
+        "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",  # both executors before the first task
+        "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=300s",
+        REPO / "jobs" / "tag_daily.py", "--date", D2, "--config", cluster_config],
+        cluster_env, cwd=tmp_path, timeout=900)
     remote_metrics = sorted(_table(home, "item_tags_run_metrics", METRICS, D2), key=lambda r: r["started_at"])
     # the cluster run's version: the same as local[2]'s when its rows are identical (nothing new is
     # staged), else a version of its own, compared below with the 4-decimal tolerance
@@ -144,3 +172,11 @@ def test_local_cluster_run_with_dist_artifacts_matches_local_run(tmp_path, tagge
     heads = len(cfg.heads)
     assert cluster_run["python_workers"] >= 2, cluster_run  # two executor JVMs, each its own Python workers
     assert cluster_run["model_loads"] == heads * cluster_run["python_workers"], cluster_run
+    # Each Python worker's device: Spark assigned it GPU 0 or 1; torch has no CUDA here -> CPU, said once.
+    devices = cluster_run["worker_devices"]
+    assert len(devices) == cluster_run["python_workers"], devices
+    for device in dict(devices).values():
+        assert device in {f"cpu (spark gpu {a}; no CUDA in this Python: tagging on CPU)" for a in "01"}, devices
+    assert "devices: cpu (spark gpu " in submitted
+    # The local run took no GPU: no resources were scheduled there.
+    assert set(dict(local["metrics"][1]["worker_devices"]).values()) == {"cpu"}
