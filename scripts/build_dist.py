@@ -59,7 +59,7 @@ def build_code(out: Path, python: str = sys.executable) -> Path:
 
 def write_properties(out: Path, code_zip: Path) -> Path:
     path = out / "spark-cluster.properties"
-    path.write_text(PROPERTIES.format(code_zip=code_zip.resolve(), env=(out / ENV_ARCHIVE).resolve(),
+    path.write_text(PROPERTIES.format(code_zip=code_zip.resolve(), env=(out / ENV_ARCHIVE).resolve(), code_name=code_zip.name,
                                       driver_python=Path(sys.executable).absolute()), encoding="utf-8")
     return path
 
@@ -87,7 +87,7 @@ def build_env(out: Path, python: str, torch_spec: str, python_prefix: str | None
 PROPERTIES = """\
 # Spark properties for the daily tagging job on a cluster: spark-submit --properties-file <this file>
 # (the Airflow DAG reads its path from the Variable `tagger_spark_properties`). Written by `make dist`;
-# copy it, then edit paths and sizes. See docs/orchestration.md.
+# copy it, then edit paths and sizes. See docs/cluster.md.
 # Note: with --properties-file, spark-submit does not read conf/spark-defaults.conf unless
 # --load-spark-defaults is given.
 
@@ -99,6 +99,10 @@ spark.archives                                  {env}#environment
 spark.pyspark.python                            ./environment/bin/python
 # Client mode: the driver runs on the submitting host (Airflow worker) with the project's virtualenv.
 spark.pyspark.driver.python                     {driver_python}
+# Python workers fork from a daemon that has imported torch and the model code (~6 s per worker): the
+# daemon finds the code archive in the executor's working directory by its file name.
+spark.python.daemon.module                      tagger.udfs.worker_daemon
+spark.executorEnv.PYTHONPATH                    {code_name}
 
 # Executors: 4 cores each; torch and the Arrow batches live outside the JVM heap, hence the overhead.
 spark.executor.cores                            4
@@ -119,9 +123,12 @@ spark.executor.resource.gpu.discoveryScript     /opt/spark/examples/src/main/scr
 spark.sql.execution.arrow.maxRecordsPerBatch    2048
 spark.sql.shuffle.partitions                    200
 
-# The cluster's Hive metastore (the job config must say spark.catalog: external).
+# The metastore. catalog: database in the job config (a metastore kept in PostgreSQL, password from
+# $TAGGER_METASTORE_PASSWORD): the JDBC driver must be on the driver's class path when its JVM starts.
+spark.driver.extraClassPath                     /usr/share/java/postgresql.jar
+# Or catalog: external (a metastore service):
+# spark.hadoop.hive.metastore.uris              thrift://metastore.example.com:9083
 spark.sql.catalogImplementation                 hive
-spark.hadoop.hive.metastore.uris                thrift://metastore.example.com:9083
 # YARN
 # spark.yarn.queue                              etl
 # Kubernetes
