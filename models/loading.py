@@ -1,7 +1,7 @@
 """Loading a head artifact for inference, and the batched inference fast path (`LoadedHead`).
 
 `load_head(dir)` checks the directory (models/spec.py), builds the model (TextCNN, Hugging Face
-sequence classifier or an ensemble of heads) and returns an object with `predict_proba(texts)`
+sequence classifier, the numpy linear head of models/linear.py, or an ensemble of heads) and returns an object with `predict_proba(texts)`
 -> (n, L) float32 scores and `decide(scores)` -> (n, L) bool (models/decision.py).
 """
 from __future__ import annotations
@@ -197,6 +197,10 @@ def load_head(path: str | os.PathLike, device: str | None = None) -> LoadedHead:
         validate_ensemble(d, spec)
         return EnsembleHead(spec, [load_head(m, device=device) for m in member_dirs(d, spec)], path=str(d))
     shapes = check_weights(d)
+    if spec.arch == "linear":  # numpy only: no torch model, no device
+        from .linear import load_linear
+
+        return load_linear(d, spec, shapes)
     dev = _default_device(device)
     if spec.arch == "textcnn":
         return _load_textcnn(d, spec, shapes, dev)

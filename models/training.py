@@ -46,12 +46,14 @@ EVAL_BATCH_SIZE = 128
 class TrainResult:
     """What train_head returns: the artifact directory, its sidecar as written, the dev report
     (label_report at the chosen thresholds plus thresholds, best_epoch, epochs_run, history), the
-    training wall time in seconds, and the trained model loaded for inference."""
+    training wall time in seconds, the trained model loaded for inference, and for a linear head
+    the fitted scikit-learn objects (`reference`, models/linear_training.py SklearnLinear)."""
     path: str
     spec: HeadSpec
     dev_report: dict
     seconds: float
     head: LoadedHead | None = field(default=None, repr=False)  # the in-memory trained model
+    reference: object | None = field(default=None, repr=False)  # linear: the fitted scikit-learn objects
 
 
 def seed_everything(seed: int) -> None:
@@ -210,7 +212,8 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
                max_length: int | None = None, lr: float | None = None, batch_size: int = 32, seed: int = 0,
                pos_weight: str = "auto", size: str = "small", log: Callable[..., object] = print,
                patience: int | None = None, device: str | None = None, progress: bool | None = None,
-               source: dict | None = None) -> TrainResult:
+               source: dict | None = None, tokenizer: str = "char", dictionary: Sequence[str] = (),
+               c: float | None = None, min_df: int | None = None, max_features: int | None = None) -> TrainResult:
     """Train a head and write its artifact to `out_dir` (replaced if it already holds a head).
 
     epochs / lr / max_length / patience None -> per-arch DEFAULTS. Early stopping: stop after
@@ -220,7 +223,18 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
     otherwise logs a line with elapsed time and ETA every 10% of the epoch's batches or 30 s;
     True forces the bar, False shows neither. Labels without train positives are
     named in a WARNING before training; if no label has any, DataError (a ValueError). source:
-    where the examples came from (files, format), kept in the sidecar under trained_on.source."""
+    where the examples came from (files, format), kept in the sidecar under trained_on.source.
+    tokenizer: char | word | char+word (textcnn and linear; models/words.py), dictionary: the team
+    dictionary's entries for word cutting. arch "linear" is trained by
+    models/linear_training.py train_linear_head (c, min_df, max_features are its options; the
+    epoch options do not apply)."""
+    if arch == "linear":
+        from .linear_training import train_linear_head
+
+        return train_linear_head(head=head, labels=labels, train_texts=train_texts, train_labels=train_labels,
+                                 dev_texts=dev_texts, dev_labels=dev_labels, out_dir=out_dir, tokenizer=tokenizer,
+                                 dictionary=dictionary, max_length=max_length, c=c, min_df=min_df,
+                                 max_features=max_features, pos_weight=pos_weight, seed=seed, log=log, source=source)
     t0 = time.time()
     if arch not in DEFAULTS:
         raise ValueError(f"arch must be one of {sorted(DEFAULTS)}, got {arch!r}")

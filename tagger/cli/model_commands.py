@@ -290,13 +290,16 @@ and no config. Thresholds and early stopping use --dev; the per-label precision/
 --dev is printed at the end. The artifact (tagger_head.json, model.safetensors, vocabulary) is
 written to --out, replacing a head already there; load it with tagger.models.loading.load_head or
 point a head's path in the job config at it. Cost on 2 CPU cores: textcnn ~1-1.5 min per epoch
-per 60k texts; bert (small) ~1 min per epoch per 10k texts at 128 tokens; a GPU is used when
-present. On a terminal each epoch shows a progress bar with an ETA. Make --data/--dev from one
+per 60k texts; bert (small) ~1 min per epoch per 10k texts at 128 tokens; linear (TF-IDF +
+logistic regression, scikit-learn, stored without pickle) seconds per 10k texts; a GPU is used
+when present. --tokenizer word|char+word (textcnn, linear) adds jieba words, with --dictionary
+for the team's car names. On a terminal each epoch shows a progress bar with an ETA. Make --data/--dev from one
 file with `tagger split`.
 
 \b
   tagger train --arch textcnn --data train.jsonl --dev dev.jsonl --out models/mine
   tagger train --arch bert --data train.txt --dev dev.txt --labels-file label.txt --out models/p1
+  tagger train --arch linear --tokenizer char+word --dictionary cars.txt --data train.jsonl --dev dev.jsonl --out models/lin
 
 \b
 Warehouse mode (no --data): train the config's heads from labelled data in the warehouse (the
@@ -318,9 +321,22 @@ the demo."""
 @click.option("--dev", type=click.Path(dir_okay=False),
               help="[user data] Dev file, same format: thresholds, early stopping, the printed report.")
 @click.option("--out", type=click.Path(file_okay=False), help="[user data] Artifact directory to write.")
-@click.option("--arch", type=click.Choice(["textcnn", "bert"]),
+@click.option("--arch", type=click.Choice(["textcnn", "bert", "linear"]),
               help="[user data] textcnn: character CNN, fast (the gate); bert: small BERT trained from scratch, "
-                   "slower, better on many labels.")
+                   "slower, better on many labels; linear: TF-IDF n-grams + logistic regression per label, seconds "
+                   "to train, the fastest to serve.")
+@click.option("--tokenizer", type=click.Choice(["char", "word", "char+word"]),
+              help="[user data] textcnn and linear: what the head reads, characters, jieba words, or both "
+                   "(default: char).")
+@click.option("--dictionary", type=click.Path(dir_okay=False),
+              help="[user data] Team dictionary for word cutting: one car series or brand name per line (宋PLUS, "
+                   "ID.4, Model 3), each kept as one word. Copied into the artifact. Needs --tokenizer word or char+word.")
+@click.option("--c", "c", type=click.FloatRange(min=0, min_open=True),
+              help="[user data] linear: LogisticRegression's C, the inverse regularization (default 4).")
+@click.option("--min-df", type=click.IntRange(min=1),
+              help="[user data] linear: keep n-grams seen in at least this many training texts (default 2).")
+@click.option("--max-features", type=click.IntRange(min=1),
+              help="[user data] linear: keep at most this many of the most frequent n-grams (default 500000).")
 @click.option("--labels-file", type=click.Path(dir_okay=False),
               help="[user data] label.txt, one label per line: fixes the output order; a label of the data not in "
                    "it is an error. One line = a binary head. Default: every label of the data, most frequent first.")
