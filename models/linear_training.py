@@ -21,7 +21,7 @@ from .linear import LINEAR_VOCAB, LinearHead, LinearScorer, features, linear_opt
 from .metrics import THRESHOLD_GRID, best_f1_thresholds, binarize, label_report
 from .spec import WEIGHTS, HeadSpec, weights_version, write_spec
 from .tokenization import normalize_texts
-from .words import dictionary_digest, write_dictionary
+from .words import text_block, write_dictionary
 
 LINEAR_TRAIN_DEFAULTS = {"max_length": 1000, "c": 4.0, "min_df": 2, "max_features": 500_000}
 
@@ -173,13 +173,6 @@ def train_linear_head(*, head: str, labels: list[str], train_texts: list[str], t
         (staging / LINEAR_VOCAB).write_text(json.dumps({"terms": terms}, ensure_ascii=False), encoding="utf-8")
         write_dictionary(staging, entries)
         seconds = time.time() - t0
-        text_block = {"tokenizer": opts["tokenizer"]}
-        if entries:
-            text_block.update(dictionary_entries=len(entries), dictionary_digest=dictionary_digest(entries))
-        if opts["tokenizer"] != "char":
-            import jieba
-
-            text_block["jieba"] = jieba.__version__
         spec = HeadSpec(
             head=head, arch="linear", labels=labels, thresholds=[float(t) for t in thresholds],
             enabled=[True] * len(labels), max_length=max_length, version=weights_version(head, staging / WEIGHTS),
@@ -195,7 +188,7 @@ def train_linear_head(*, head: str, labels: list[str], train_texts: list[str], t
                 },
                 "metrics": {k: v for k, v in report.items() if k != "history"},
                 "linear": opts,
-                "text": text_block,
+                "text": text_block(opts["tokenizer"], entries),
             },
         )
         write_spec(staging, spec)

@@ -37,7 +37,7 @@ class LoadedHead:
                  vocab: CharVocab | None = None, tokenizer=None, output: str = "sigmoid",
                  path: str | None = None):
         if spec.arch == "textcnn" and vocab is None:
-            raise ValueError("textcnn head needs a CharVocab")
+            raise ValueError("textcnn head needs a CharVocab (or a words.UnitVocab)")
         if spec.arch == "bert" and tokenizer is None:
             raise ValueError("bert head needs a tokenizer")
         self.spec = spec
@@ -213,13 +213,26 @@ def _load_textcnn(d: Path, spec: HeadSpec, shapes: dict, device: torch.device) -
     from .textcnn import DEFAULT_HPARAMS, build_textcnn
 
     hp = {**DEFAULT_HPARAMS, **(spec.extra.get("textcnn") or {})}
-    if not (d / VOCAB).is_file():
+    tokenizer = (spec.extra.get("text") or {}).get("tokenizer", "char")
+    if tokenizer != "char":
+        from .words import UNIT_VOCAB, UnitVocab, dictionary_in
+
+        try:
+            vocab = UnitVocab.load(d / UNIT_VOCAB, dictionary_in(d))
+        except (OSError, ValueError, KeyError) as e:
+            raise ArtifactError(d, UNIT_VOCAB, f"missing or invalid word vocabulary for tokenizer {tokenizer!r} "
+                                f"({type(e).__name__}: {e})", "copy the complete artifact directory or retrain") from None
+        if vocab.tokenizer != tokenizer:
+            raise ArtifactError(d, UNIT_VOCAB, f"was built for tokenizer {vocab.tokenizer!r}, the sidecar says "
+                                f"{tokenizer!r}", "use the files written together, or retrain", key="text")
+    elif not (d / VOCAB).is_file():
         raise ArtifactError(d, VOCAB, "char vocabulary is missing",
                             "copy the complete artifact directory (training writes vocab.txt next to the weights)")
-    try:
-        vocab = CharVocab.load(d / VOCAB, lowercase=bool(hp.get("lowercase", True)))
-    except (OSError, ValueError) as e:
-        raise ArtifactError(d, VOCAB, f"invalid char vocabulary ({e})", "re-copy or retrain the head") from None
+    if tokenizer == "char":
+        try:
+            vocab = CharVocab.load(d / VOCAB, lowercase=bool(hp.get("lowercase", True)))
+        except (OSError, ValueError) as e:
+            raise ArtifactError(d, VOCAB, f"invalid char vocabulary ({e})", "re-copy or retrain the head") from None
     L = len(spec.labels)
     fc = shapes.get("fc.weight")
     emb = shapes.get("embedding.weight")

@@ -4,7 +4,8 @@ without loading them (no torch), so the driver can check every head at job start
 
 Layout
 ------
-textcnn:  tagger_head.json, model.safetensors (safetensors.torch.save_file), vocab.txt (chars)
+textcnn:  tagger_head.json, model.safetensors (safetensors.torch.save_file), vocab.txt (chars) or,
+          reading words, word_vocab.json (models/words.py UnitVocab)
 bert:     tagger_head.json + a plain Hugging Face `save_pretrained` directory (config.json,
           model.safetensors, tokenizer.json/tokenizer_config.json/vocab.txt)
 linear:   tagger_head.json, model.safetensors (coef, intercept, idf), linear_vocab.json (models/linear.py)
@@ -40,7 +41,7 @@ WEIGHTS = "model.safetensors"
 VOCAB = "vocab.txt"
 ARCHS = ("textcnn", "bert", "linear", "ensemble")  # linear: models/linear.py; ensemble: models/ensemble.py
 # Files besides the weights that decide a head's scores: their bytes are in the model version too.
-SCORING_FILES = ("linear_vocab.json", "dictionary.txt")
+SCORING_FILES = ("linear_vocab.json", "word_vocab.json", "dictionary.txt")
 COMBINE = ("intersection", "union", "mean")  # how an ensemble combines its members' scores
 MAX_HF_LENGTH = 512
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")

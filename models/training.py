@@ -153,18 +153,28 @@ def _publish(staging: Path, out_dir: Path) -> None:
 
 
 def _build(arch: str, labels: list[str], train_texts: list[str], staging: Path, max_length: int, size: str,
-           device: torch.device, log: Callable) -> tuple[LoadedHead, dict]:
+           device: torch.device, log: Callable, tokenizer: str = "char",
+           dictionary: Sequence[str] = ()) -> tuple[LoadedHead, dict]:
     spec = HeadSpec(head="<training>", arch=arch, labels=list(labels), thresholds=[0.5] * len(labels),
                     enabled=[True] * len(labels), max_length=int(max_length), version="untrained")
     if arch == "textcnn":
         from .textcnn import DEFAULT_HPARAMS, build_textcnn
+        from .words import UNIT_VOCAB, UnitVocab, check_tokenizer, text_block, write_dictionary
 
         hp = dict(DEFAULT_HPARAMS)
-        vocab = CharVocab.build(train_texts, lowercase=hp["lowercase"])
-        vocab.save(staging / VOCAB)
+        if check_tokenizer(tokenizer) == "char":
+            vocab = CharVocab.build(train_texts, lowercase=hp["lowercase"])
+            vocab.save(staging / VOCAB)
+            info = {}
+        else:  # the chars and/or jieba words of each text (models/words.py), the team dictionary kept whole
+            vocab = UnitVocab.build(train_texts, tokenizer, dictionary, max_length)
+            vocab.save(staging / UNIT_VOCAB)
+            write_dictionary(staging, dictionary)
+            info = {"text": text_block(tokenizer, dictionary)}
+            spec.extra["text"] = info["text"]
         model = build_textcnn(len(vocab), len(labels), hp)
         hp["vocab_size"] = len(vocab)
-        return LoadedHead(spec, model.to(device), device, vocab=vocab), {"textcnn": hp}
+        return LoadedHead(spec, model.to(device), device, vocab=vocab), {"textcnn": hp, **info}
     from .bert_head import build_model, make_config
     from .tokenization import build_wordpiece_tokenizer
 
@@ -268,12 +278,14 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
-        loaded, arch_info = _build(arch, labels, train_texts, staging, max_length, size, dev_, log)
+        loaded, arch_info = _build(arch, labels, train_texts, staging, max_length, size, dev_, log,
+                                   tokenizer if arch == "textcnn" else "char", dictionary)
         model = loaded.model
         ids, lengths = loaded.encode(train_texts)
         min_width = model.min_width if arch == "textcnn" else 1
         log(f"[{head}] {arch}{'/' + size if arch == 'bert' else ''}: train={len(train_texts)} dev={len(dev_texts)} "
-            f"labels={len(labels)} vocab={arch_info[arch]['vocab_size']} max_length={max_length} epochs<={epochs} "
+            f"labels={len(labels)} vocab={arch_info[arch]['vocab_size']}"
+            f"{' tokenizer=' + tokenizer if arch == 'textcnn' and tokenizer != 'char' else ''} max_length={max_length} epochs<={epochs} "
             f"lr={lr:g} batch={batch_size} device={dev_} positives={y_train.sum(axis=0).astype(int).tolist()} "
             f"pos_weight={None if pw is None else [round(float(w), 2) for w in pw]}")
 

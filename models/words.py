@@ -143,6 +143,19 @@ def text_units(texts: Iterable[str], tokenizer: str, entries: Sequence[str] = ()
     return [list(t.lower()) + [WORD_PREFIX + w for w in cutter.cut(t)] for t in texts]
 
 
+def text_block(tokenizer: str, entries: Sequence[str] = ()) -> dict:
+    """The sidecar's `text` block: {"tokenizer"} plus, when words are read, the jieba version and
+    the dictionary's size and digest (serving reads the dictionary from the artifact's dictionary.txt)."""
+    block = {"tokenizer": check_tokenizer(tokenizer)}
+    if tokenizer != "char":
+        import jieba
+
+        block["jieba"] = jieba.__version__
+        if entries:
+            block.update(dictionary_entries=len(entries), dictionary_digest=dictionary_digest(entries))
+    return block
+
+
 def dictionary_in(directory: str | os.PathLike) -> list[str]:
     """The team dictionary an artifact carries (`dictionary.txt` in `directory`), [] when it has none.
     Raises OSError / ValueError as read_dictionary."""
@@ -154,3 +167,73 @@ def write_dictionary(directory: str | os.PathLike, entries: Sequence[str]) -> No
     """Write `entries` (one per line, UTF-8) to `directory`/dictionary.txt; nothing when empty."""
     if entries:
         (Path(directory) / DICTIONARY).write_text("\n".join(entries) + "\n", encoding="utf-8")
+
+
+UNIT_VOCAB = "word_vocab.json"  # a textcnn head's vocabulary when it reads words
+
+
+class UnitVocab:
+    """The vocabulary of a textcnn head that reads words (`word` or `char+word`): [PAD]=0, [UNK]=1,
+    then units by descending train frequency. It encodes like CharVocab: `encode(texts, max_length,
+    min_width)` -> (ids int32 (n, W), lengths int64 (n,)). `max_length` cuts each text to that many
+    characters before it is read (so char+word rows hold at most about twice as many units).
+
+    `tokens`: the units in id order, starting [PAD], [UNK]; `tokenizer`: word | char+word;
+    `entries`: the team dictionary. Raises ValueError for a bad first two tokens, duplicates or
+    the tokenizer `char` (CharVocab reads chars)."""
+
+    def __init__(self, tokens: Sequence[str], tokenizer: str, entries: Sequence[str] = ()):
+        tokens = list(tokens)
+        if tokens[:2] != ["[PAD]", "[UNK]"]:
+            raise ValueError("a unit vocabulary must start with [PAD], [UNK]")
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("the unit vocabulary has duplicate entries")
+        if check_tokenizer(tokenizer) == "char":
+            raise ValueError("tokenizer char is read by CharVocab")
+        self.tokens, self.tokenizer, self.entries = tokens, tokenizer, list(entries)
+        self.index = {t: i for i, t in enumerate(tokens)}
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @classmethod
+    def build(cls, texts: Sequence[str], tokenizer: str, entries: Sequence[str] = (), max_length: int | None = None,
+              max_size: int = 50000, min_freq: int = 2) -> "UnitVocab":
+        """Units of `texts` (each cut to max_length chars) seen at least `min_freq` times, most frequent
+        first (ties in first-seen order), at most `max_size` entries with the two specials."""
+        from collections import Counter
+
+        counts = Counter(u for units in text_units([t[:max_length] if max_length else t for t in texts],
+                                                   tokenizer, entries) for u in units)
+        kept = [u for u, c in counts.most_common(max(0, max_size - 2)) if c >= min_freq]
+        return cls(["[PAD]", "[UNK]"] + kept, tokenizer, entries)
+
+    def encode(self, texts: Sequence[str], max_length: int, min_width: int = 1):
+        """(ids int32 (n, W), lengths int64 (n,)): each text cut to max_length chars, read as units,
+        unknown units [UNK]=1, padded with [PAD]=0 to W = max(min_width, longest row, 1)."""
+        import numpy as np
+
+        get = self.index.get
+        rows = [[get(u, 1) for u in units] for units in
+                text_units([t[:max_length] for t in texts], self.tokenizer, self.entries)]
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        ids = np.zeros((len(rows), max(int(lengths.max()) if len(rows) else 0, int(min_width), 1)), dtype=np.int32)
+        for i, row in enumerate(rows):
+            ids[i, :len(row)] = row
+        return ids, lengths
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the vocabulary as JSON {"tokenizer", "units"} (UTF-8)."""
+        import json
+
+        Path(path).write_text(json.dumps({"tokenizer": self.tokenizer, "units": self.tokens}, ensure_ascii=False),
+                              encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, entries: Sequence[str] = ()) -> "UnitVocab":
+        """Read a vocabulary written by save. Raises OSError if unreadable, ValueError (JSON or
+        content errors) or KeyError for a file without "tokenizer"/"units"."""
+        import json
+
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(d["units"], d["tokenizer"], entries)
