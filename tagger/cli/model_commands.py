@@ -331,6 +331,9 @@ the demo."""
 @click.option("--dictionary", type=click.Path(dir_okay=False),
               help="[user data] Team dictionary for word cutting: one car series or brand name per line (宋PLUS, "
                    "ID.4, Model 3), each kept as one word. Copied into the artifact. Needs --tokenizer word or char+word.")
+@click.option("--embeddings", type=click.Path(dir_okay=False, exists=True),
+              help="[user data] textcnn: a word2vec text file (e.g. from `tagger embeddings`) whose vectors "
+                   "initialise the embedding rows of the units it has; the share of the vocabulary found is printed.")
 @click.option("--c", "c", type=click.FloatRange(min=0, min_open=True),
               help="[user data] linear: LogisticRegression's C, the inverse regularization (default 4).")
 @click.option("--min-df", type=click.IntRange(min=1),
@@ -398,3 +401,41 @@ def split_command(data: str, out: str, ratios: str, seed: int, fmt: str, labels_
         split_data(data, out, fractions, seed, fmt, labels_file)
     except DataError as exc:
         _fail(exc)
+
+
+@click.command("embeddings", help="Train word vectors on the pool's own unlabelled text (--start..--end, the job's "
+               "doc_text) with gensim's Word2Vec and write them in word2vec text format, for `tagger train "
+               "--embeddings FILE`. Needs the `embeddings` extra (pip install -e '.[embeddings]').")
+@click.option("--start", type=DATE, required=True, help="First day of pool text.")
+@click.option("--end", type=DATE, required=True, help="Last day (inclusive).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The vectors file to write.")
+@click.option("--tokenizer", type=click.Choice(["word", "char", "char+word"]), default="word", show_default=True,
+              help="Units to learn vectors for: jieba words, chars, or both (as the TextCNN will read them).")
+@click.option("--dictionary", type=click.Path(dir_okay=False, exists=True),
+              help="Team dictionary (one car name per line), kept whole when cutting words.")
+@click.option("--dim", type=click.IntRange(min=2), default=128, show_default=True,
+              help="Vector size; the TextCNN's embed_dim is 128.")
+@click.option("--min-count", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Units seen fewer times get no vector.")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_context
+def embeddings_command(ctx, start, end, out, tokenizer, dictionary, dim, min_count, epochs, seed):
+    if start > end:
+        raise click.BadParameter(f"--start {start} is after --end {end}.", param_hint="--start/--end")
+    from tagger.models.words import read_dictionary
+    from tagger.training.embeddings import pool_texts, train_vectors
+
+    entries = read_dictionary(dictionary) if dictionary else []
+    cfg = load_job_config(ctx)
+    spark = session(cfg, "tagger-embeddings")
+
+    def work():
+        texts = pool_texts(spark, cfg, date_range(start, end), log=click.echo)
+        try:
+            train_vectors(texts, out, tokenizer=tokenizer, dictionary=entries, dim=dim, min_count=min_count,
+                          epochs=epochs, seed=seed, log=click.echo)
+        except (ImportError, ValueError) as exc:
+            _fail(exc)
+
+    guarded(work)

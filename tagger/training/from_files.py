@@ -21,12 +21,12 @@ EXIT_USAGE = 2
 SPLIT_NAMES = ("train", "dev", "test")
 # Options of `tagger train` by mode (click parameter names); --head belongs to both.
 DATA_MODE = ("data", "dev", "out", "arch", "labels_file", "fmt", "pos_weight", "epochs", "max_length", "lr",
-             "batch_size", "patience", "seed", "size", "tokenizer", "dictionary", "c", "min_df", "max_features")
+             "batch_size", "patience", "seed", "size", "tokenizer", "dictionary", "c", "min_df", "max_features", "embeddings")
 WAREHOUSE_MODE = ("start", "end")
 TRAIN_OPTIONS = ("epochs", "max_length", "lr", "batch_size", "patience", "seed", "size", "pos_weight", "tokenizer",
-                 "c", "min_df", "max_features")
+                 "c", "min_df", "max_features", "embeddings")
 ARCH_OPTIONS = {"linear": ("c", "min_df", "max_features", "tokenizer", "dictionary"),
-                "textcnn": ("tokenizer", "dictionary")}  # options for one arch only (--size: bert, below)
+                "textcnn": ("tokenizer", "dictionary", "embeddings")}  # options for one arch only (--size: bert, below)
 
 
 def _flag(name: str) -> str:
@@ -76,7 +76,7 @@ def is_data_mode(ctx: click.Context) -> bool:
         if epoch_options:
             raise click.UsageError(f"{', '.join(epoch_options)} do not apply to --arch linear (fitted in one pass; "
                                    "its options are --c, --min-df, --max-features, --tokenizer, --max-length).")
-    for name in ("tokenizer", "dictionary", "c", "min_df", "max_features"):
+    for name in ("tokenizer", "dictionary", "c", "min_df", "max_features", "embeddings"):
         if name in given and name not in ARCH_OPTIONS.get(p["arch"], ()):
             archs = " or ".join(a for a, names in ARCH_OPTIONS.items() if name in names)
             raise click.UsageError(f"{_flag(name)} only applies to --arch {archs}.")
@@ -129,6 +129,12 @@ def run_train(ctx: click.Context) -> None:
                          head=p["heads"][0] if p["heads"] else None, fmt=p["fmt"], dictionary=dictionary,
                          **{k: p[k] for k in TRAIN_OPTIONS})
     except (DataError, FileExistsError) as exc:
+        _fail(exc)
+    except ValueError as exc:  # EmbeddingsError: a bad --embeddings file
+        from tagger.models.embeddings import EmbeddingsError
+
+        if not isinstance(exc, EmbeddingsError):
+            raise
         _fail(exc)
 
 
