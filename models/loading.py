@@ -1,7 +1,7 @@
 """Loading a head artifact for inference, and the batched inference fast path (`LoadedHead`).
 
 `load_head(dir)` checks the directory (models/spec.py), builds the model (TextCNN, Hugging Face
-sequence classifier or an ensemble of heads) and returns an object with `predict_proba(texts)`
+sequence classifier, the numpy linear head of models/linear.py, or an ensemble of heads) and returns an object with `predict_proba(texts)`
 -> (n, L) float32 scores and `decide(scores)` -> (n, L) bool (models/decision.py).
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ class LoadedHead:
                  vocab: CharVocab | None = None, tokenizer=None, output: str = "sigmoid",
                  path: str | None = None):
         if spec.arch == "textcnn" and vocab is None:
-            raise ValueError("textcnn head needs a CharVocab")
+            raise ValueError("textcnn head needs a CharVocab (or a words.UnitVocab)")
         if spec.arch == "bert" and tokenizer is None:
             raise ValueError("bert head needs a tokenizer")
         self.spec = spec
@@ -197,6 +197,10 @@ def load_head(path: str | os.PathLike, device: str | None = None) -> LoadedHead:
         validate_ensemble(d, spec)
         return EnsembleHead(spec, [load_head(m, device=device) for m in member_dirs(d, spec)], path=str(d))
     shapes = check_weights(d)
+    if spec.arch == "linear":  # numpy only: no torch model, no device
+        from .linear import load_linear
+
+        return load_linear(d, spec, shapes)
     dev = _default_device(device)
     if spec.arch == "textcnn":
         return _load_textcnn(d, spec, shapes, dev)
@@ -209,13 +213,26 @@ def _load_textcnn(d: Path, spec: HeadSpec, shapes: dict, device: torch.device) -
     from .textcnn import DEFAULT_HPARAMS, build_textcnn
 
     hp = {**DEFAULT_HPARAMS, **(spec.extra.get("textcnn") or {})}
-    if not (d / VOCAB).is_file():
+    tokenizer = (spec.extra.get("text") or {}).get("tokenizer", "char")
+    if tokenizer != "char":
+        from .words import UNIT_VOCAB, UnitVocab, dictionary_in
+
+        try:
+            vocab = UnitVocab.load(d / UNIT_VOCAB, dictionary_in(d))
+        except (OSError, ValueError, KeyError) as e:
+            raise ArtifactError(d, UNIT_VOCAB, f"missing or invalid word vocabulary for tokenizer {tokenizer!r} "
+                                f"({type(e).__name__}: {e})", "copy the complete artifact directory or retrain") from None
+        if vocab.tokenizer != tokenizer:
+            raise ArtifactError(d, UNIT_VOCAB, f"was built for tokenizer {vocab.tokenizer!r}, the sidecar says "
+                                f"{tokenizer!r}", "use the files written together, or retrain", key="text")
+    elif not (d / VOCAB).is_file():
         raise ArtifactError(d, VOCAB, "char vocabulary is missing",
                             "copy the complete artifact directory (training writes vocab.txt next to the weights)")
-    try:
-        vocab = CharVocab.load(d / VOCAB, lowercase=bool(hp.get("lowercase", True)))
-    except (OSError, ValueError) as e:
-        raise ArtifactError(d, VOCAB, f"invalid char vocabulary ({e})", "re-copy or retrain the head") from None
+    if tokenizer == "char":
+        try:
+            vocab = CharVocab.load(d / VOCAB, lowercase=bool(hp.get("lowercase", True)))
+        except (OSError, ValueError) as e:
+            raise ArtifactError(d, VOCAB, f"invalid char vocabulary ({e})", "re-copy or retrain the head") from None
     L = len(spec.labels)
     fc = shapes.get("fc.weight")
     emb = shapes.get("embedding.weight")

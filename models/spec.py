@@ -4,10 +4,14 @@ without loading them (no torch), so the driver can check every head at job start
 
 Layout
 ------
-textcnn:  tagger_head.json, model.safetensors (safetensors.torch.save_file), vocab.txt (chars)
+textcnn:  tagger_head.json, model.safetensors (safetensors.torch.save_file), vocab.txt (chars) or,
+          reading words, word_vocab.json (models/words.py UnitVocab)
 bert:     tagger_head.json + a plain Hugging Face `save_pretrained` directory (config.json,
           model.safetensors, tokenizer.json/tokenizer_config.json/vocab.txt)
+linear:   tagger_head.json, model.safetensors (coef, intercept, idf), linear_vocab.json (models/linear.py)
 ensemble: tagger_head.json only, with `combine` and `members` (see models/ensemble.py)
+A head that reads words (textcnn or linear, `text.tokenizer` word | char+word) also carries the team
+dictionary, dictionary.txt (models/words.py).
 A foreign HF sequence-classification directory without a sidecar loads as-is (labels from
 config.id2label, thresholds 0.5, max_length from the tokenizer, capped at 512).
 
@@ -35,7 +39,9 @@ FORMAT_VERSION = 1
 SIDECAR = "tagger_head.json"
 WEIGHTS = "model.safetensors"
 VOCAB = "vocab.txt"
-ARCHS = ("textcnn", "bert", "ensemble")  # ensemble: see models/ensemble.py
+ARCHS = ("textcnn", "bert", "linear", "ensemble")  # linear: models/linear.py; ensemble: models/ensemble.py
+# Files besides the weights that decide a head's scores: their bytes are in the model version too.
+SCORING_FILES = ("linear_vocab.json", "word_vocab.json", "dictionary.txt")
 COMBINE = ("intersection", "union", "mean")  # how an ensemble combines its members' scores
 MAX_HF_LENGTH = 512
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -185,7 +191,7 @@ class HeadSpec:
 def artifact_version(path: str | os.PathLike, spec: HeadSpec | None = None) -> str:
     """"<version>@<digest>": what the job records as a head's model version. The digest covers the
     thresholds, switches and decision block and the bytes of the weights file that will be loaded
-    (weights_digest), and for an ensemble its members' as well: a recalibrated head (or member), or
+    (weights_digest) and of the other files that decide scores (SCORING_FILES), and for an ensemble its members' as well: a recalibrated head (or member), or
     a model.safetensors replaced in place, is a new model version, and a reused Python worker
     reloads it. Raises ArtifactError for a missing weights file."""
     spec = spec or read_spec(path)
@@ -195,6 +201,9 @@ def artifact_version(path: str | os.PathLike, spec: HeadSpec | None = None) -> s
         if not (directory / WEIGHTS).is_file():
             check_weights(directory)  # raises the clear error (pickle, sharded, missing)
         digest = f"{digest}+{weights_digest(directory / WEIGHTS)[:8]}"
+        for name in SCORING_FILES:  # a vocabulary or dictionary replaced in place is a new version too
+            if (directory / name).is_file():
+                digest = f"{digest}+{weights_digest(directory / name)[:8]}"
     if spec.arch == "ensemble":
         directory = _dir_and_sidecar(path)[0]
         validate_ensemble(directory, spec)  # at job start, not later on a Spark worker
@@ -453,7 +462,7 @@ def validate_ensemble(directory, spec: HeadSpec) -> list[HeadSpec]:
         member = read_spec(path)
         if member.arch == "ensemble":
             raise ArtifactError(path, SIDECAR, "an ensemble cannot be a member of another ensemble",
-                                "list plain textcnn/bert heads as members", key="arch")
+                                "list plain textcnn/bert/linear heads as members", key="arch")
         if member.decision != normalize_decision(None):
             raise ArtifactError(path, SIDECAR, "a member has a decision block (top_k / min_labels / "
                                 "max_labels), which an ensemble cannot combine",

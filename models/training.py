@@ -46,12 +46,14 @@ EVAL_BATCH_SIZE = 128
 class TrainResult:
     """What train_head returns: the artifact directory, its sidecar as written, the dev report
     (label_report at the chosen thresholds plus thresholds, best_epoch, epochs_run, history), the
-    training wall time in seconds, and the trained model loaded for inference."""
+    training wall time in seconds, the trained model loaded for inference, and for a linear head
+    the fitted scikit-learn objects (`reference`, models/linear_training.py SklearnLinear)."""
     path: str
     spec: HeadSpec
     dev_report: dict
     seconds: float
     head: LoadedHead | None = field(default=None, repr=False)  # the in-memory trained model
+    reference: object | None = field(default=None, repr=False)  # linear: the fitted scikit-learn objects
 
 
 def seed_everything(seed: int) -> None:
@@ -151,18 +153,30 @@ def _publish(staging: Path, out_dir: Path) -> None:
 
 
 def _build(arch: str, labels: list[str], train_texts: list[str], staging: Path, max_length: int, size: str,
-           device: torch.device, log: Callable) -> tuple[LoadedHead, dict]:
+           device: torch.device, log: Callable, tokenizer: str = "char",
+           dictionary: Sequence[str] = (), embeddings: str | None = None) -> tuple[LoadedHead, dict]:
     spec = HeadSpec(head="<training>", arch=arch, labels=list(labels), thresholds=[0.5] * len(labels),
                     enabled=[True] * len(labels), max_length=int(max_length), version="untrained")
     if arch == "textcnn":
         from .textcnn import DEFAULT_HPARAMS, build_textcnn
+        from .words import UNIT_VOCAB, UnitVocab, check_tokenizer, text_block, write_dictionary
 
         hp = dict(DEFAULT_HPARAMS)
-        vocab = CharVocab.build(train_texts, lowercase=hp["lowercase"])
-        vocab.save(staging / VOCAB)
+        if check_tokenizer(tokenizer) == "char":
+            vocab = CharVocab.build(train_texts, lowercase=hp["lowercase"])
+            vocab.save(staging / VOCAB)
+            info = {}
+        else:  # the chars and/or jieba words of each text (models/words.py), the team dictionary kept whole
+            vocab = UnitVocab.build(train_texts, tokenizer, dictionary, max_length)
+            vocab.save(staging / UNIT_VOCAB)
+            write_dictionary(staging, dictionary)
+            info = {"text": text_block(tokenizer, dictionary)}
+            spec.extra["text"] = info["text"]
         model = build_textcnn(len(vocab), len(labels), hp)
         hp["vocab_size"] = len(vocab)
-        return LoadedHead(spec, model.to(device), device, vocab=vocab), {"textcnn": hp}
+        if embeddings:
+            info["embeddings"] = _init_embeddings(model, vocab.tokens, embeddings, log)
+        return LoadedHead(spec, model.to(device), device, vocab=vocab), {"textcnn": hp, **info}
     from .bert_head import build_model, make_config
     from .tokenization import build_wordpiece_tokenizer
 
@@ -172,6 +186,20 @@ def _build(arch: str, labels: list[str], train_texts: list[str], staging: Path, 
     info = {"bert": {"size": size, "hidden_size": config.hidden_size, "num_hidden_layers": config.num_hidden_layers,
                      "num_attention_heads": config.num_attention_heads, "vocab_size": len(tokenizer)}}
     return LoadedHead(spec, model.to(device), device, tokenizer=tokenizer), info
+
+
+def _init_embeddings(model: torch.nn.Module, units: Sequence[str], path: str, log: Callable) -> dict:
+    """Initialise the TextCNN's embedding rows found in the word2vec file `path`; log and return
+    the share of the vocabulary found (the sidecar's `embeddings` record)."""
+    from .embeddings import init_embedding_rows
+
+    with torch.no_grad():
+        found = init_embedding_rows(model.embedding.weight.data, list(units), path)
+    n = max(len(units) - 2, 1)
+    log(f"embeddings {path}: {len(found):,} of {n:,} vocabulary units found ({len(found) / n:.1%}); "
+        "the others keep their random initialisation")
+    return {"file": str(Path(path).resolve()), "found": len(found), "vocabulary": n,
+            "share": round(len(found) / n, 4)}
 
 
 def _optimizer(arch: str, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -210,7 +238,9 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
                max_length: int | None = None, lr: float | None = None, batch_size: int = 32, seed: int = 0,
                pos_weight: str = "auto", size: str = "small", log: Callable[..., object] = print,
                patience: int | None = None, device: str | None = None, progress: bool | None = None,
-               source: dict | None = None) -> TrainResult:
+               source: dict | None = None, tokenizer: str = "char", dictionary: Sequence[str] = (),
+               c: float | None = None, min_df: int | None = None, max_features: int | None = None,
+               embeddings: str | None = None) -> TrainResult:
     """Train a head and write its artifact to `out_dir` (replaced if it already holds a head).
 
     epochs / lr / max_length / patience None -> per-arch DEFAULTS. Early stopping: stop after
@@ -220,7 +250,23 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
     otherwise logs a line with elapsed time and ETA every 10% of the epoch's batches or 30 s;
     True forces the bar, False shows neither. Labels without train positives are
     named in a WARNING before training; if no label has any, DataError (a ValueError). source:
-    where the examples came from (files, format), kept in the sidecar under trained_on.source."""
+    where the examples came from (files, format), kept in the sidecar under trained_on.source.
+    tokenizer: char | word | char+word (textcnn and linear; models/words.py), dictionary: the team
+    dictionary's entries for word cutting. arch "linear" is trained by
+    models/linear_training.py train_linear_head (c, min_df, max_features are its options; the
+    epoch options do not apply). embeddings: a word2vec text file whose vectors initialise the
+    textcnn's embedding rows (models/embeddings.py; the share found is logged and kept in the
+    sidecar); EmbeddingsError (a ValueError) for a bad file or another dimension, ValueError for
+    another arch."""
+    if embeddings and arch != "textcnn":
+        raise ValueError(f"embeddings initialise a textcnn's embedding table; arch {arch!r} has none")
+    if arch == "linear":
+        from .linear_training import train_linear_head
+
+        return train_linear_head(head=head, labels=labels, train_texts=train_texts, train_labels=train_labels,
+                                 dev_texts=dev_texts, dev_labels=dev_labels, out_dir=out_dir, tokenizer=tokenizer,
+                                 dictionary=dictionary, max_length=max_length, c=c, min_df=min_df,
+                                 max_features=max_features, pos_weight=pos_weight, seed=seed, log=log, source=source)
     t0 = time.time()
     if arch not in DEFAULTS:
         raise ValueError(f"arch must be one of {sorted(DEFAULTS)}, got {arch!r}")
@@ -254,12 +300,14 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
-        loaded, arch_info = _build(arch, labels, train_texts, staging, max_length, size, dev_, log)
+        loaded, arch_info = _build(arch, labels, train_texts, staging, max_length, size, dev_, log,
+                                   tokenizer if arch == "textcnn" else "char", dictionary, embeddings)
         model = loaded.model
         ids, lengths = loaded.encode(train_texts)
         min_width = model.min_width if arch == "textcnn" else 1
         log(f"[{head}] {arch}{'/' + size if arch == 'bert' else ''}: train={len(train_texts)} dev={len(dev_texts)} "
-            f"labels={len(labels)} vocab={arch_info[arch]['vocab_size']} max_length={max_length} epochs<={epochs} "
+            f"labels={len(labels)} vocab={arch_info[arch]['vocab_size']}"
+            f"{' tokenizer=' + tokenizer if arch == 'textcnn' and tokenizer != 'char' else ''} max_length={max_length} epochs<={epochs} "
             f"lr={lr:g} batch={batch_size} device={dev_} positives={y_train.sum(axis=0).astype(int).tolist()} "
             f"pos_weight={None if pw is None else [round(float(w), 2) for w in pw]}")
 

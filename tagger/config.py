@@ -94,9 +94,9 @@ def head_labels(head: HeadConf, tag_paths) -> list[str]:
 class TrainConf:
     """A head's `train:` section as validated by load_config (see the field comments); read by
     `tagger train` only, never by the daily job."""
-    arch: str  # textcnn | bert | ensemble
+    arch: str  # textcnn | bert | linear | ensemble
     labels: tuple[str, ...] | None  # None: the active children of the head's parent
-    options: dict[str, Any] = field(default_factory=dict)  # epochs, max_length, lr, batch_size, ...
+    options: dict[str, Any] = field(default_factory=dict)  # epochs, max_length, lr, ...; dictionary: its entries
     precision: float | None = None  # calibrate thresholds on dev to this precision after training
     min_dev_positives: int = 5  # fewer dev positives than this: the label is switched off
     confidence: float = 0.95  # the dev precision's lower bound at this confidence must reach `precision`
@@ -284,7 +284,13 @@ class _Reader:
 
 
 TRAIN_OPTIONS = {"epochs": int, "max_length": int, "lr": float, "batch_size": int, "size": str, "pos_weight": str,
-                 "patience": int, "seed": int}
+                 "patience": int, "seed": int,
+                 # textcnn and linear: char | word | char+word, and the team dictionary file (a path, relative
+                 # to the config's folder; read here, so a bad file stops `tagger train` at start)
+                 "tokenizer": str, "dictionary": str,
+                 # linear only: LogisticRegression's C, the vocabulary's min_df and max_features
+                 "c": float, "min_df": int, "max_features": int}
+TRAIN_ARCHS = ("textcnn", "bert", "linear")
 
 
 HEAD_TRAIN_KEYS = ("arch", "labels", "precision", "confidence", "objective", "min_dev_positives", "combine",
@@ -292,7 +298,9 @@ HEAD_TRAIN_KEYS = ("arch", "labels", "precision", "confidence", "objective", "mi
 COMBINE = ("intersection", "union", "mean")
 
 
-def _options(t: _Reader, skip: tuple[str, ...]) -> dict[str, Any]:
+def _options(t: _Reader, skip: tuple[str, ...], conf_dir: Path, arch: str) -> dict[str, Any]:
+    from tagger.models.words import TOKENIZERS, read_dictionary
+
     options = {}
     for key in t.data:
         if key in skip:
@@ -300,13 +308,34 @@ def _options(t: _Reader, skip: tuple[str, ...]) -> dict[str, Any]:
         if key not in TRAIN_OPTIONS:
             t.fail(key, f"unknown training option; known: {', '.join(skip)}, {', '.join(TRAIN_OPTIONS)}")
         options[key] = t.get(key, (int, float) if TRAIN_OPTIONS[key] is float else TRAIN_OPTIONS[key])
+    # an ensemble's own options go to every member: each arch takes the ones that apply to it
+    wrong = {"linear": ("epochs", "lr", "patience", "batch_size", "size"),
+             "textcnn": ("c", "min_df", "max_features"), "bert": ("c", "min_df", "max_features")}
+    for key in wrong.get(arch, ()):
+        if key in options:
+            t.fail(key, f"does not apply to arch: {arch}",
+                   "Remove it (linear takes c / min_df / max_features; textcnn and bert take epochs / lr / ...).")
+    if "tokenizer" in options:
+        if options["tokenizer"] not in TOKENIZERS:
+            t.fail("tokenizer", f"must be one of {', '.join(TOKENIZERS)}, got {options['tokenizer']!r}")
+        if arch == "bert":
+            t.fail("tokenizer", "is for arch textcnn and linear (a bert head has its own WordPiece tokenizer)")
+    if "dictionary" in options:
+        path = Path(conf_dir) / expand(options["dictionary"], conf_dir)  # relative: to the config's folder
+        if options.get("tokenizer", "char") == "char" and arch != "ensemble":
+            t.fail("dictionary", "is read only by a head that reads words", "Add tokenizer: word or char+word.")
+        try:
+            options["dictionary"] = read_dictionary(path)
+        except (OSError, ValueError) as e:
+            t.fail("dictionary", f"cannot read the team dictionary {path} ({e})",
+                   "Point it at a UTF-8 file with one car series or brand name per line.")
     return options
 
 
-def _train_conf(t: _Reader) -> TrainConf:
+def _train_conf(t: _Reader, conf_dir: Path) -> TrainConf:
     arch = t.get("arch", str)
-    if arch not in ("textcnn", "bert", "ensemble"):
-        t.fail("arch", f"must be 'textcnn', 'bert' or 'ensemble', got {arch!r}")
+    if arch not in TRAIN_ARCHS + ("ensemble",):
+        t.fail("arch", f"must be 'textcnn', 'bert', 'linear' or 'ensemble', got {arch!r}")
     labels = t.get("labels", (list, str))
     if labels == "children":
         labels = None
@@ -337,16 +366,17 @@ def _train_conf(t: _Reader) -> TrainConf:
         for i, item in enumerate(items):
             m = _Reader(t.source, item, f"{t.prefix}members[{i}].")
             member_arch = m.get("arch", str)
-            if member_arch not in ("textcnn", "bert"):
-                m.fail("arch", f"a member must be 'textcnn' or 'bert', got {member_arch!r}")
-            members.append(TrainConf(arch=member_arch, labels=None, options=_options(m, ("arch",))))
+            if member_arch not in TRAIN_ARCHS:
+                m.fail("arch", f"a member must be 'textcnn', 'bert' or 'linear', got {member_arch!r}")
+            members.append(TrainConf(arch=member_arch, labels=None,
+                                     options=_options(m, ("arch",), conf_dir, member_arch)))
         members = tuple(members)
     else:
         for key in ("combine", "members"):
             if key in t.data:
                 t.fail(key, "is only for arch: ensemble")
     return TrainConf(arch=arch, labels=tuple(labels) if labels else None,
-                     options=_options(t, HEAD_TRAIN_KEYS), precision=precision, min_dev_positives=min_pos,
+                     options=_options(t, HEAD_TRAIN_KEYS, conf_dir, arch), precision=precision, min_dev_positives=min_pos,
                      confidence=float(confidence), objective=objective,
                      combine=combine, members=members)
 
@@ -494,7 +524,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
             h.fail("name", f"'{name}' must be lower-case letters, digits, _ (at most 32)")
         heads.append(HeadConf(name=name, path=os.path.normpath(expand(h.get("path", str), conf_dir)),
                               parent=h.get("parent", str).strip("/"), gate_by=h.get("gate_by", str, None),
-                              train=_train_conf(h.section("train")) if "train" in h.data else None))
+                              train=_train_conf(h.section("train"), conf_dir) if "train" in h.data else None))
     known = [h.name for h in heads]
     if not heads:
         root.fail("heads", "must list at least one model head")

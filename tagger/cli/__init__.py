@@ -25,7 +25,7 @@ COMMANDS = {  # name -> "module:attribute"
         ("preflight", "preflight_command"), ("publish", "publish_command"), ("history", "history_command"),
         ("rollback", "rollback_command"), ("report", "report_command")]},
     **{name: f"tagger.cli.model_commands:{name}_command" for name in
-       ["train", "split", "evaluate", "calibrate", "ensemble"]},
+       ["train", "split", "evaluate", "calibrate", "ensemble", "embeddings"]},
     **{name: f"tagger.cli.measure_commands:{name}_command" for name in ["bench", "ablation"]},
 }
 

@@ -290,13 +290,16 @@ and no config. Thresholds and early stopping use --dev; the per-label precision/
 --dev is printed at the end. The artifact (tagger_head.json, model.safetensors, vocabulary) is
 written to --out, replacing a head already there; load it with tagger.models.loading.load_head or
 point a head's path in the job config at it. Cost on 2 CPU cores: textcnn ~1-1.5 min per epoch
-per 60k texts; bert (small) ~1 min per epoch per 10k texts at 128 tokens; a GPU is used when
-present. On a terminal each epoch shows a progress bar with an ETA. Make --data/--dev from one
+per 60k texts; bert (small) ~1 min per epoch per 10k texts at 128 tokens; linear (TF-IDF +
+logistic regression, scikit-learn, stored without pickle) seconds per 10k texts; a GPU is used
+when present. --tokenizer word|char+word (textcnn, linear) adds jieba words, with --dictionary
+for the team's car names. On a terminal each epoch shows a progress bar with an ETA. Make --data/--dev from one
 file with `tagger split`.
 
 \b
   tagger train --arch textcnn --data train.jsonl --dev dev.jsonl --out models/mine
   tagger train --arch bert --data train.txt --dev dev.txt --labels-file label.txt --out models/p1
+  tagger train --arch linear --tokenizer char+word --dictionary cars.txt --data train.jsonl --dev dev.jsonl --out models/lin
 
 \b
 Warehouse mode (no --data): train the config's heads from labelled data in the warehouse (the
@@ -318,9 +321,25 @@ the demo."""
 @click.option("--dev", type=click.Path(dir_okay=False),
               help="[user data] Dev file, same format: thresholds, early stopping, the printed report.")
 @click.option("--out", type=click.Path(file_okay=False), help="[user data] Artifact directory to write.")
-@click.option("--arch", type=click.Choice(["textcnn", "bert"]),
+@click.option("--arch", type=click.Choice(["textcnn", "bert", "linear"]),
               help="[user data] textcnn: character CNN, fast (the gate); bert: small BERT trained from scratch, "
-                   "slower, better on many labels.")
+                   "slower, better on many labels; linear: TF-IDF n-grams + logistic regression per label, seconds "
+                   "to train, the fastest to serve.")
+@click.option("--tokenizer", type=click.Choice(["char", "word", "char+word"]),
+              help="[user data] textcnn and linear: what the head reads, characters, jieba words, or both "
+                   "(default: char).")
+@click.option("--dictionary", type=click.Path(dir_okay=False),
+              help="[user data] Team dictionary for word cutting: one car series or brand name per line (宋PLUS, "
+                   "ID.4, Model 3), each kept as one word. Copied into the artifact. Needs --tokenizer word or char+word.")
+@click.option("--embeddings", type=click.Path(dir_okay=False, exists=True),
+              help="[user data] textcnn: a word2vec text file (e.g. from `tagger embeddings`) whose vectors "
+                   "initialise the embedding rows of the units it has; the share of the vocabulary found is printed.")
+@click.option("--c", "c", type=click.FloatRange(min=0, min_open=True),
+              help="[user data] linear: LogisticRegression's C, the inverse regularization (default 4).")
+@click.option("--min-df", type=click.IntRange(min=1),
+              help="[user data] linear: keep n-grams seen in at least this many training texts (default 2).")
+@click.option("--max-features", type=click.IntRange(min=1),
+              help="[user data] linear: keep at most this many of the most frequent n-grams (default 500000).")
 @click.option("--labels-file", type=click.Path(dir_okay=False),
               help="[user data] label.txt, one label per line: fixes the output order; a label of the data not in "
                    "it is an error. One line = a binary head. Default: every label of the data, most frequent first.")
@@ -382,3 +401,41 @@ def split_command(data: str, out: str, ratios: str, seed: int, fmt: str, labels_
         split_data(data, out, fractions, seed, fmt, labels_file)
     except DataError as exc:
         _fail(exc)
+
+
+@click.command("embeddings", help="Train word vectors on the pool's own unlabelled text (--start..--end, the job's "
+               "doc_text) with gensim's Word2Vec and write them in word2vec text format, for `tagger train "
+               "--embeddings FILE`. Needs the `embeddings` extra (pip install -e '.[embeddings]').")
+@click.option("--start", type=DATE, required=True, help="First day of pool text.")
+@click.option("--end", type=DATE, required=True, help="Last day (inclusive).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The vectors file to write.")
+@click.option("--tokenizer", type=click.Choice(["word", "char", "char+word"]), default="word", show_default=True,
+              help="Units to learn vectors for: jieba words, chars, or both (as the TextCNN will read them).")
+@click.option("--dictionary", type=click.Path(dir_okay=False, exists=True),
+              help="Team dictionary (one car name per line), kept whole when cutting words.")
+@click.option("--dim", type=click.IntRange(min=2), default=128, show_default=True,
+              help="Vector size; the TextCNN's embed_dim is 128.")
+@click.option("--min-count", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Units seen fewer times get no vector.")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_context
+def embeddings_command(ctx, start, end, out, tokenizer, dictionary, dim, min_count, epochs, seed):
+    if start > end:
+        raise click.BadParameter(f"--start {start} is after --end {end}.", param_hint="--start/--end")
+    from tagger.models.words import read_dictionary
+    from tagger.training.embeddings import pool_texts, train_vectors
+
+    entries = read_dictionary(dictionary) if dictionary else []
+    cfg = load_job_config(ctx)
+    spark = session(cfg, "tagger-embeddings")
+
+    def work():
+        texts = pool_texts(spark, cfg, date_range(start, end), log=click.echo)
+        try:
+            train_vectors(texts, out, tokenizer=tokenizer, dictionary=entries, dim=dim, min_count=min_count,
+                          epochs=epochs, seed=seed, log=click.echo)
+        except (ImportError, ValueError) as exc:
+            _fail(exc)
+
+    guarded(work)

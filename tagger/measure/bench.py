@@ -335,7 +335,8 @@ def quantize_int8(tagger) -> None:
 
         for _, head in tagger.heads:
             for member in getattr(head, "members", None) or [head]:
-                member.model = quantize_dynamic(member.model, {torch.nn.Linear}, dtype=torch.qint8)
+                if hasattr(member, "model"):  # a linear head (numpy) has no torch model to quantize
+                    member.model = quantize_dynamic(member.model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def run_int8(spec, items: pd.DataFrame, chunk: int):

@@ -21,9 +21,12 @@ EXIT_USAGE = 2
 SPLIT_NAMES = ("train", "dev", "test")
 # Options of `tagger train` by mode (click parameter names); --head belongs to both.
 DATA_MODE = ("data", "dev", "out", "arch", "labels_file", "fmt", "pos_weight", "epochs", "max_length", "lr",
-             "batch_size", "patience", "seed", "size")
+             "batch_size", "patience", "seed", "size", "tokenizer", "dictionary", "c", "min_df", "max_features", "embeddings")
 WAREHOUSE_MODE = ("start", "end")
-TRAIN_OPTIONS = ("epochs", "max_length", "lr", "batch_size", "patience", "seed", "size", "pos_weight")
+TRAIN_OPTIONS = ("epochs", "max_length", "lr", "batch_size", "patience", "seed", "size", "pos_weight", "tokenizer",
+                 "c", "min_df", "max_features", "embeddings")
+ARCH_OPTIONS = {"linear": ("c", "min_df", "max_features", "tokenizer", "dictionary"),
+                "textcnn": ("tokenizer", "dictionary", "embeddings")}  # options for one arch only (--size: bert, below)
 
 
 def _flag(name: str) -> str:
@@ -68,6 +71,17 @@ def is_data_mode(ctx: click.Context) -> bool:
         raise click.UsageError("with --data, give --head once: the name of the head being trained.")
     if "size" in given and p["arch"] != "bert":
         raise click.UsageError("--size only applies to --arch bert.")
+    if p["arch"] == "linear":
+        epoch_options = [_flag(n) for n in ("epochs", "lr", "batch_size", "patience") if n in given]
+        if epoch_options:
+            raise click.UsageError(f"{', '.join(epoch_options)} do not apply to --arch linear (fitted in one pass; "
+                                   "its options are --c, --min-df, --max-features, --tokenizer, --max-length).")
+    for name in ("tokenizer", "dictionary", "c", "min_df", "max_features", "embeddings"):
+        if name in given and name not in ARCH_OPTIONS.get(p["arch"], ()):
+            archs = " or ".join(a for a, names in ARCH_OPTIONS.items() if name in names)
+            raise click.UsageError(f"{_flag(name)} only applies to --arch {archs}.")
+    if "dictionary" in given and p["tokenizer"] in (None, "char"):
+        raise click.UsageError("--dictionary is read only when words are: add --tokenizer word or char+word.")
     return True
 
 
@@ -105,10 +119,22 @@ def run_train(ctx: click.Context) -> None:
     """The user-data mode of `tagger train`, with input errors as 'Error: ...' and exit 2."""
     p = ctx.params
     try:
+        from tagger.models.words import read_dictionary
+
+        try:
+            dictionary = read_dictionary(p["dictionary"]) if p["dictionary"] else None
+        except (OSError, ValueError) as exc:
+            raise DataError(f"--dictionary {p['dictionary']}: {exc}. Fix: give a UTF-8 file, one name per line.") from None
         train_from_files(arch=p["arch"], data=p["data"], dev=p["dev"], out=p["out"], labels_file=p["labels_file"],
-                         head=p["heads"][0] if p["heads"] else None, fmt=p["fmt"],
+                         head=p["heads"][0] if p["heads"] else None, fmt=p["fmt"], dictionary=dictionary,
                          **{k: p[k] for k in TRAIN_OPTIONS})
     except (DataError, FileExistsError) as exc:
+        _fail(exc)
+    except ValueError as exc:  # EmbeddingsError: a bad --embeddings file
+        from tagger.models.embeddings import EmbeddingsError
+
+        if not isinstance(exc, EmbeddingsError):
+            raise
         _fail(exc)
 
 

@@ -31,6 +31,13 @@ def test_default_config_is_valid():
     (lambda r: r.update(gate_head="p9"), "gate_head"),
     (lambda r: r["heads"][0]["train"].update(arch="svm"), "heads[0].train.arch"),
     (lambda r: r["spark"].update(catalog="glue"), "spark.catalog"),
+    (lambda r: r["heads"][0]["train"].update(arch="linear", epochs=3), "heads[0].train.epochs"),
+    (lambda r: r["heads"][0]["train"].update(c=2.0), "heads[0].train.c"),
+    (lambda r: r["heads"][0]["train"].update(tokenizer="bpe"), "heads[0].train.tokenizer"),
+    (lambda r: r["heads"][1]["train"].update(tokenizer="word"), "heads[1].train.tokenizer"),
+    (lambda r: r["heads"][0]["train"].update(tokenizer="word", dictionary="no_such_file.txt"),
+     "heads[0].train.dictionary"),
+    (lambda r: r["heads"][0]["train"].update(dictionary="autoshow_rules.yaml"), "heads[0].train.dictionary"),
 ])
 def test_bad_values_name_the_file_and_key(tmp_path, edit, key):
     path = _write(tmp_path, edit)
@@ -89,3 +96,15 @@ def test_a_copied_config_resolves_relative_paths_against_its_own_folder(tmp_path
 def test_a_missing_rules_file_names_the_key_that_fixes_it(tmp_path):
     with pytest.raises(ConfigError, match=r"key 'rules': .*nope.yaml: file not found. Fix the `rules:` key"):
         load_config(_write(tmp_path, lambda r: r.update(rules="nope.yaml")))
+
+
+def test_a_linear_head_with_a_team_dictionary_is_read_at_start(tmp_path):
+    (tmp_path / "cars.txt").write_text("宋PLUS\nModel  3\n# a comment\n\nID.4\n", encoding="utf-8")
+
+    def edit(raw):
+        raw["heads"][2]["train"] = {"arch": "linear", "labels": "children", "tokenizer": "char+word",
+                                    "dictionary": "cars.txt", "c": 2, "min_df": 1}
+    cfg = load_config(_write(tmp_path, edit))
+    train = cfg.heads[2].train
+    assert train.arch == "linear"
+    assert train.options == {"tokenizer": "char+word", "dictionary": ["宋plus", "model 3", "id.4"], "c": 2, "min_df": 1}

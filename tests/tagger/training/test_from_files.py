@@ -150,6 +150,14 @@ def test_out_dir_that_is_not_an_artifact_is_refused(tmp_path, data):
      ["--size only applies to --arch bert"]),
     (["--data", "t.jsonl", "--dev", "d.jsonl", "--out", "m", "--arch", "textcnn", "--head", "a", "--head", "b"],
      ["--head once"]),
+    (["--data", "t.jsonl", "--dev", "d.jsonl", "--out", "m", "--arch", "linear", "--epochs", "3"],
+     ["--epochs do not apply to --arch linear"]),
+    (["--data", "t.jsonl", "--dev", "d.jsonl", "--out", "m", "--arch", "textcnn", "--c", "2"],
+     ["--c only applies to --arch linear"]),
+    (["--data", "t.jsonl", "--dev", "d.jsonl", "--out", "m", "--arch", "bert", "--tokenizer", "word"],
+     ["--tokenizer only applies to --arch linear or textcnn"]),
+    (["--data", "t.jsonl", "--dev", "d.jsonl", "--out", "m", "--arch", "linear", "--dictionary", "cars.txt"],
+     ["--dictionary is read only when words are"]),
 ])
 def test_mixed_or_incomplete_options_are_usage_errors(args, needles):
     started = time.perf_counter()
@@ -220,3 +228,18 @@ def test_split_paddle_input_with_label_file_and_bad_ratios(tmp_path):
     assert bad.exit_code == 2 and "add up to 1" in bad.output
     clobber = invoke("split", "--data", to_jsonl(tmp_path / "train.jsonl", data), "--out", tmp_path)
     assert clobber.exit_code == 2 and "would be overwritten" in clobber.output
+
+
+def test_train_a_linear_head_with_words_and_a_team_dictionary(tmp_path, data):
+    train = to_jsonl(tmp_path / "train.jsonl", data["train"])
+    dev = to_jsonl(tmp_path / "dev.jsonl", data["dev"])
+    cars = tmp_path / "cars.txt"
+    cars.write_text("# car series\n宋PLUS\nModel 3\n", encoding="utf-8")
+    out = tmp_path / "lin"
+    result = invoke("train", "--arch", "linear", "--tokenizer", "char+word", "--dictionary", cars, "--data", train,
+                    "--dev", dev, "--out", out)
+    assert result.exit_code == 0, result.output
+    head = load_head(out)
+    assert head.spec.arch == "linear" and head.spec.extra["text"]["tokenizer"] == "char+word"
+    assert (out / "dictionary.txt").read_text(encoding="utf-8") == "宋plus\nmodel 3\n"
+    assert macro_f1_on(head, data["test"]) >= 0.9
