@@ -15,8 +15,34 @@ from typing import Any
 
 import yaml
 
+def _shipped_conf_dir() -> Path:
+    """The shipped conf folder as a directory on local disk: the package's own folder when installed
+    or checked out, or, when the package is imported from a zip (spark-submit --py-files, the driver
+    of cluster deploy mode), a copy of its files extracted once to the temporary directory under a
+    name that carries their digest (so the rules file and the default config are real files that
+    paths in a config can point at). Raises nothing but OSError from the disk."""
+    import hashlib
+    import tempfile
+
+    shipped = files("tagger.conf")
+    if Path(str(shipped)).is_dir():
+        return Path(str(shipped))
+    contents = {entry.name: entry.read_bytes() for entry in shipped.iterdir() if entry.is_file()}
+    digest = hashlib.sha256(b"".join(name.encode() + data for name, data in sorted(contents.items()))).hexdigest()
+    target = Path(tempfile.gettempdir()) / f"tagger-conf-{digest[:12]}"
+    if not target.is_dir():
+        staging = Path(tempfile.mkdtemp(prefix="tagger-conf-", dir=target.parent))
+        for name, data in contents.items():
+            (staging / name).write_bytes(data)
+        try:
+            os.replace(staging, target)
+        except OSError:  # another process extracted the same files first
+            pass
+    return target
+
+
 # The shipped configuration is package data (conf/ in the repository, tagger/conf once installed).
-CONF_DIR = Path(str(files("tagger.conf")))
+CONF_DIR = _shipped_conf_dir()
 DEFAULT_CONFIG = CONF_DIR / "tagger.yaml"
 
 # db.table, each part a SQL identifier: names are also bound with IDENTIFIER(:name), this check

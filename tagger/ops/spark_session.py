@@ -6,11 +6,9 @@ TAGGER_VERBOSE=1 brings Spark's default logging back (and the session's WARN lev
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -31,22 +29,13 @@ def verbose_logging() -> bool:
 
 
 def log4j2_config_file() -> Path:
-    """The shipped log4j2 configuration (tagger/conf/log4j2.properties) as a file on local disk.
-    Installed normally it is the package's own file; when the package is imported from a zip
-    (spark-submit --py-files), its text is copied once to the temporary directory, under a name
-    that carries its digest. Raises FileNotFoundError if the package lacks the file."""
+    """The shipped log4j2 configuration (tagger/conf/log4j2.properties) as a file on local disk
+    (tagger.config.CONF_DIR is on local disk even when the package is imported from a zip).
+    Raises FileNotFoundError if the package lacks the file."""
     shipped = CONF_DIR / LOG4J2_CONFIG
-    if shipped.is_file():
-        return shipped
-    from importlib.resources import files
-
-    text = (files("tagger.conf") / LOG4J2_CONFIG).read_bytes()
-    copy = Path(tempfile.gettempdir()) / f"tagger-log4j2-{hashlib.sha256(text).hexdigest()[:12]}.properties"
-    if not copy.is_file():
-        staging = copy.with_suffix(f".{os.getpid()}.tmp")
-        staging.write_bytes(text)
-        os.replace(staging, copy)
-    return copy
+    if not shipped.is_file():
+        raise FileNotFoundError(f"{shipped}: the package lacks its log4j2 configuration; reinstall it")
+    return shipped
 
 
 def quiet_java_options(existing: str | None = None) -> str:
