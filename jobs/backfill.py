@@ -1,4 +1,5 @@
-"""Backfill a date range: spark-submit jobs/backfill.py --start D1 --end D2 (inclusive, in order)."""
+"""Backfill a date range in one pass (tagger backfill): spark-submit jobs/backfill.py --start D1 --end D2 [--force]
+[--max-items-per-pass N] (inclusive; docs/orchestration.md, Backfills)."""
 import sys
 
 from tagger.cli import main

@@ -12,6 +12,13 @@ and executor in local mode) and the Python workers. Stage seconds come from the 
 `write_audit_publish_share` is the stage, audit and publish stages' share of the run's seconds.
 Measured on 2 CPU cores (README, Speed): 100k items 100 s, 1M items 9 min, plus seeding
 (~2 min for 1M).
+
+Backfill mode: D days of N items each, tagged once by the one-pass `tagger backfill` and once by
+the per-date loop (`tagger backfill --one-date-at-a-time`), from the same seeded sources into two
+sets of output tables, in the same sitting; prints both wall times, the ratio, and whether every
+date's published partition holds the same items and tags in both:
+
+    .venv/bin/python scripts/scale_run.py --backfill-days 30 --items 20000 --out backfill.json
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import date, timedelta
 from pathlib import Path
 
 import click
@@ -97,11 +105,14 @@ class TreeSampler(threading.Thread):
             self.stop.wait(1.0)
 
 
-def _config(home: Path, driver_memory: str) -> Path:
+def _config(home: Path, driver_memory: str, output_db: str | None = None) -> Path:
     raw = yaml.safe_load((REPO / "conf" / "tagger.yaml").read_text(encoding="utf-8"))
     raw["rules"] = str(REPO / "conf" / "autoshow_rules.yaml")
     raw["spark"]["conf"]["spark.driver.memory"] = driver_memory
-    path = home / "tagger.yaml"
+    if output_db:  # the same sources, output tables of their own
+        raw["tables"].update(output=f"{output_db}.item_tags", quarantine=f"{output_db}.item_tags_quarantine",
+                             metrics=f"{output_db}.item_tags_run_metrics")
+    path = home / (f"{output_db}.yaml" if output_db else "tagger.yaml")
     path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
 
@@ -156,6 +167,37 @@ def scale_run(n: int, work: Path, models: Path, driver_memory: str, log=click.ec
     return result
 
 
+def backfill_run(days: int, n: int, work: Path, models: Path, driver_memory: str, log=click.echo) -> dict:
+    """One-pass backfill against the per-date loop over `days` seeded days of `n` items each."""
+    home = work / f"backfill-{days}x{n}"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    shutil.copytree(models, home / "models")
+    config = _config(home, driver_memory)
+    end = (date.fromisoformat(DAY) + timedelta(days=days - 1)).isoformat()
+    log(f"== backfill {days} days x {n:,} items: seeding {DAY}..{end} in {home}")
+    seed_s, _, _ = _tagger(config, home, "seed", "--items", str(n * days), "--start", DAY, "--days", str(days))
+    log(f"   seeded in {seed_s:.0f}s")
+    result = {"days": days, "items_per_day": n, "seed_seconds": round(seed_s, 1)}
+    for mode, args in (("per_date_loop", ["--one-date-at-a-time"]), ("one_pass", [])):
+        mode_config = _config(home, driver_memory, output_db=f"bf_{mode}")
+        seconds, out, peak = _tagger(mode_config, home, "backfill", "--start", DAY, "--end", end, *args,
+                                     sample=True, ok=(0, 6))
+        result[mode] = {"seconds": round(seconds, 1), "dates_run": out.count("items selected"),
+                        "peak_rss_mb": peak}
+        log(f"   {mode}: {seconds:.0f}s")
+    result["one_pass_speedup"] = round(result["per_date_loop"]["seconds"] / result["one_pass"]["seconds"], 2)
+    compare = ("SELECT count(*) AS differing FROM bf_per_date_loop.item_tags a FULL OUTER JOIN bf_one_pass.item_tags b "
+               "ON a.itemid = b.itemid AND a.dt = b.dt WHERE a.itemid IS NULL OR b.itemid IS NULL OR a.tag_ids != b.tag_ids "
+               "OR abs(coalesce(a.gate_score, 0) - coalesce(b.gate_score, 0)) > 2e-4")
+    _, out, _ = _tagger(config, home, "sql", compare)
+    found = re.search(r"\|\s*(\d+)\s*\|", out)
+    result["rows_differing"] = int(found.group(1)) if found else out[-500:]
+    result["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    log(json.dumps(result, indent=2))
+    return result
+
+
 @click.command(help=__doc__)
 @click.option("--items", "sizes", multiple=True, type=click.IntRange(min=1000), default=[100_000, 1_000_000],
               show_default=True, help="Items to seed on one day (repeat for several sizes).")
@@ -165,7 +207,9 @@ def scale_run(n: int, work: Path, models: Path, driver_memory: str, log=click.ec
               help="Directory holding the trained heads (default: $TAGGER_HOME/models).")
 @click.option("--driver-memory", default="6g", show_default=True, help="spark.driver.memory of the runs.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Write the JSON here too.")
-def main(sizes, work, models, driver_memory, out_path):
+@click.option("--backfill-days", type=click.IntRange(min=1), default=None,
+              help="Backfill mode: this many days of --items items each, one pass against the per-date loop.")
+def main(sizes, work, models, driver_memory, out_path, backfill_days):
     models_dir = Path(models or Path(os.environ.get("TAGGER_HOME", REPO / ".tagger")) / "models").resolve()
     from tagger.config import load_config
 
@@ -173,6 +217,11 @@ def main(sizes, work, models, driver_memory, out_path):
     if missing:
         raise click.ClickException(f"no trained {', '.join(missing)} in {models_dir}: run `make run` (or tagger demo) "
                                    "first.")
+    if backfill_days:
+        result = backfill_run(backfill_days, sizes[0], Path(work).resolve(), models_dir, driver_memory)
+        if out_path:
+            Path(out_path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        return
     results = [scale_run(n, Path(work).resolve(), models_dir, driver_memory) for n in sorted(sizes)]
     if len(results) > 1:
         a, b = results[0], results[-1]

@@ -12,7 +12,8 @@ CREATE TABLE IF NOT EXISTS IDENTIFIER(:table) (
   items BIGINT,
   quarantine_rows BIGINT,
   outcome STRING COMMENT 'passed | warned | refused (by the audits)',
-  audits STRING COMMENT 'JSON list of {audit, level, status, value, limit, message}'
+  audits STRING COMMENT 'JSON list of {audit, level, status, value, limit, message}',
+  input_digest STRING COMMENT 'digest of the date''s input rows (tagger/job/extract.py): a backfill skips a date published with the same run id and inputs'
 )
 PARTITIONED BY (dt STRING)
 STORED AS PARQUET

@@ -188,9 +188,10 @@ class LoadCounter:
         self.rows = spark_context.accumulator(0)  # rows through the models: the items once, unless recomputed
 
 
-def tag_partitions(spec: TaggerSpec, loads: LoadCounter | None = None):
-    """A `mapInPandas` function: an iterator of pandas batches with INPUT_COLUMNS in, an iterator of
-    batches with OUTPUT_SCHEMA's columns out (one row per input row). Models load once per worker."""
+def tag_partitions(spec: TaggerSpec, loads: LoadCounter | None = None, carry: tuple[str, ...] = ()):
+    """A `mapInPandas` function: an iterator of pandas batches with INPUT_COLUMNS (and the `carry`
+    columns) in, an iterator of batches with OUTPUT_SCHEMA's columns (then the `carry` columns, values
+    passed through unchanged) out, one row per input row. Models load once per worker."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         choice = task_device(spec.device)  # the task's Spark GPU, cuda:0, or the CPU
@@ -207,6 +208,9 @@ def tag_partitions(spec: TaggerSpec, loads: LoadCounter | None = None):
                 pdf = pdf.iloc[spec.drop_rows:]
             if loads is not None:
                 loads.rows.add(len(pdf))
-            yield tagger.tag(pdf[INPUT_COLUMNS])
+            out = tagger.tag(pdf[INPUT_COLUMNS])
+            for column in carry:
+                out[column] = pdf[column].to_numpy()
+            yield out
 
     return run

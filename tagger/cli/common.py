@@ -83,10 +83,8 @@ def session(cfg, app: str):
         sys.exit(EXIT_CONFIG)
 
 
-def guarded(fn):
-    """Turn the job's known failures into one clear line and an exit code, not a traceback."""
-    from pyspark.errors import PySparkException
-
+def _exit_codes():
+    """The job's known failures -> the exit code a scheduler acts on (README, Exit codes)."""
     from tagger.models.spec import ArtifactError
     from tagger.models.data import DataError
     from tagger.job.extract import MissingInputError
@@ -94,7 +92,7 @@ def guarded(fn):
     from tagger.job.publish import PublishError
     from tagger.ops.run_lock import RunLockedError
 
-    exit_codes = [  # the job's known failures -> the exit code a scheduler acts on (README, Exit codes)
+    return [
         ((ConfigError, ArtifactError, DataError), EXIT_CONFIG),  # DataError: e.g. a head with no positives
         ((MissingInputError,), EXIT_MISSING_INPUT),
         ((RunLockedError,), EXIT_LOCKED),
@@ -102,11 +100,23 @@ def guarded(fn):
         ((PublishError,), EXIT_USAGE),
         ((InvariantError,), 1),
     ]
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code for one of the job's failures (the README's table); 1 for anything else."""
+    return next((code for kinds, code in _exit_codes() if isinstance(exc, kinds)), 1)
+
+
+def guarded(fn):
+    """Turn the job's known failures into one clear line and an exit code, not a traceback."""
+    from pyspark.errors import PySparkException
+
+    known = tuple(kind for kinds, _ in _exit_codes() for kind in kinds)
     try:
         return fn()
-    except tuple(kind for kinds, _ in exit_codes for kind in kinds) as exc:
+    except known as exc:
         click.echo(f"Error: {exc}", err=True)
-        sys.exit(next(code for kinds, code in exit_codes if isinstance(exc, kinds)))
+        sys.exit(exit_code(exc))
     except PySparkException as exc:
         if "Another instance of Derby may have already booted" in str(exc):
             _derby_busy()

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 import click
 
 from tagger.cli.common import (DATE, DEMO_DATE, DEMO_DAYS, DEMO_ITEMS, DEMO_START, READ_ONLY, WRITES, date_range,
-                               guarded, load_job_config, session)
+                               exit_code, guarded, load_job_config, session)
 
 
 @click.command(help="Tag one day: read the day's pool, ASR and OCR, tag every selected item and "
@@ -29,28 +29,56 @@ def run(ctx: click.Context, run_date: str) -> None:
     click.echo(summary.format())
 
 
-@click.command(help="Tag every date from --start to --end (inclusive), in date order, in one Spark session. "
-                   "Stops at the first failing date and names it; dates before it are done, rerun from it.")
+@click.command(help="Tag every date from --start to --end (inclusive). By default in one pass: the whole range is "
+                   "extracted, normalized and tagged in one Spark job, then each date is staged, audited and "
+                   "published on its own, with the same rows `tagger run --date D` writes. Resumable: a date "
+                   "already published from the same run id and the same inputs is skipped (late-arriving speech "
+                   "makes a date due again), so after a failure the same command finishes the rest. A failing "
+                   "date does not stop the others; every failure is listed at the end and the exit code is the "
+                   "first failure's (README, Exit codes).")
 @click.option("--start", type=DATE, required=True, help="First date (yyyy-MM-dd).")
 @click.option("--end", type=DATE, required=True, help="Last date, inclusive (yyyy-MM-dd).")
+@click.option("--force", is_flag=True, help="Rerun dates already published from the same run id and inputs too.")
+@click.option("--max-items-per-pass", type=click.IntRange(min=1), default=None,
+              help="Split the range into passes of at most this many pool rows (bounds memory); default: one "
+                   "pass per tag snapshot.")
+@click.option("--one-date-at-a-time", "per_date", is_flag=True,
+              help="The old loop: `tagger run` for each date in turn (stops at the first failure). For comparison.")
 @click.pass_context
-def backfill(ctx: click.Context, start: str, end: str) -> None:
+def backfill(ctx: click.Context, start: str, end: str, force: bool, max_items_per_pass: int | None,
+             per_date: bool) -> None:
     if start > end:
         raise click.BadParameter(f"--start {start} is after --end {end}.", param_hint="--start/--end")
     cfg = load_job_config(ctx)
-    from tagger.job.pipeline import run_date as run_one
-
     spark = session(cfg, f"tagger-backfill-{start}-{end}")
     dates = date_range(start, end)
-    for i, day in enumerate(dates, 1):
-        click.echo(f"[{i}/{len(dates)}] {day}")
-        try:
-            summary = guarded(lambda: run_one(spark, cfg, day, log=click.echo))
-        except SystemExit:
-            click.echo(f"Backfill stopped at {day}: {i - 1} of {len(dates)} dates done. "
-                       f"Fix the error above, then rerun with --start {day} --end {end}.", err=True)
-            raise
+    if per_date:
+        from tagger.job.pipeline import run_date as run_one
+
+        for i, day in enumerate(dates, 1):
+            click.echo(f"[{i}/{len(dates)}] {day}")
+            try:
+                summary = guarded(lambda: run_one(spark, cfg, day, log=click.echo))
+            except SystemExit:
+                click.echo(f"Backfill stopped at {day}: {i - 1} of {len(dates)} dates done. "
+                           f"Fix the error above, then rerun with --start {day} --end {end}.", err=True)
+                raise
+            click.echo(summary.format())
+        return
+    from tagger.job.backfill import backfill as run_backfill
+
+    result = guarded(lambda: run_backfill(spark, cfg, dates, force=force, max_items_per_pass=max_items_per_pass,
+                                          log=click.echo))
+    for summary in result.done:
         click.echo(summary.format())
+    click.echo(f"backfill {start}..{end}: {len(result.done)} date(s) written, {len(result.skipped)} skipped "
+               f"(already published from the same run id and inputs), {len(result.failed)} failed")
+    if result.failed:
+        for day, exc in sorted(result.failed.items()):
+            click.echo(f"  {day}: exit {exit_code(exc)}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                       err=True)
+        click.echo("Fix the causes, then rerun the same command: the dates done are skipped.", err=True)
+        sys.exit(exit_code(result.failed[min(result.failed)]))
 
 
 @click.command(help="Generate deterministic demo data and write it into the source tables of the config "

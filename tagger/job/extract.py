@@ -1,9 +1,11 @@
 """Read one run date's inputs from Hive with the SQL files in sql/ (IO at the edge)."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from tagger.config import Config
 from tagger.sql_files import run_sql
@@ -49,6 +51,21 @@ def check_inputs(spark: SparkSession, cfg: Config, run_date: str) -> None:
                                 f"landed yet. Rerun once it exists (an empty day is an empty partition).")
     if not [p for p in partitions(spark, t.tag_dim) if p.startswith("dt=") and p[3:] <= run_date]:
         raise MissingInputError(f"{t.tag_dim} has no snapshot dt <= {run_date}: tag ids cannot be resolved.")
+
+
+def input_digest(sources: Sources) -> tuple[str, int]:
+    """(16 hex, pool rows): a digest of the date's extracted pool rows and of the ASR/OCR rows of its
+    speech window (row counts and order-independent sums of 64-bit row hashes), computed in one Spark
+    job. Rows that land late (speech arriving days after the video) change it; the tag dimension is
+    covered by the run id instead. Raises pyspark's AnalysisException for a missing table."""
+    def summary(df: DataFrame, name: str) -> DataFrame:
+        return df.agg(F.count(F.lit(1)).alias(f"{name}_rows"),
+                      F.sum(F.xxhash64(*df.columns).cast("decimal(38,0)")).alias(f"{name}_hash"))
+
+    row = summary(sources.pool, "pool").crossJoin(summary(sources.asr, "asr")).crossJoin(
+        summary(sources.ocr, "ocr")).first().asDict()
+    text = ";".join(f"{k}={row[k]}" for k in sorted(row))
+    return hashlib.sha256(text.encode()).hexdigest()[:16], int(row["pool_rows"])
 
 
 def extract(spark: SparkSession, cfg: Config, run_date: str) -> Sources:

@@ -145,9 +145,10 @@ def stage(spark: SparkSession, tables: Tables, dt: str, run_id: str, tagged: Dat
 
 
 def record_version(spark: SparkSession, tables: Tables, staged: StagedVersion, model_version: str,
-                   rules_version: str, outcome: str, audits: list[dict]) -> None:
-    """Append the staged version, its audit results and outcome to the versions table."""
-    row = dict(version=staged.version, run_id=staged.run_id, model_version=model_version,
+                   rules_version: str, outcome: str, audits: list[dict], input_digest: str | None = None) -> None:
+    """Append the staged version, its audit results, outcome and the digest of the inputs it was
+    made from (tagger.job.extract.input_digest) to the versions table."""
+    row = dict(version=staged.version, run_id=staged.run_id, model_version=model_version, input_digest=input_digest,
                rules_version=rules_version, staged_at=_now(), output_location=staged.output_location,
                quarantine_location=staged.quarantine_location, items=staged.items,
                quarantine_rows=staged.quarantine_rows, outcome=outcome,
@@ -242,6 +243,29 @@ def staged_versions(spark: SparkSession, tables: Tables, dt: str):
     df["on_disk"] = [storage.exists(spark, f"{o}/_SUCCESS") and storage.exists(spark, f"{q}/_SUCCESS")
                      for o, q in zip(df["output_location"], df["quarantine_location"])]
     return df.reset_index(drop=True)
+
+
+def recorded_input_digest(spark: SparkSession, tables: Tables, dt: str, version: str) -> str | None:
+    """The input digest of `version`'s newest row in the versions table (None: no row, or a row
+    written before digests were recorded)."""
+    rows = staged_versions(spark, tables, dt)
+    row = rows[rows["version"] == version] if not rows.empty else rows
+    return None if row.empty or not isinstance(row.iloc[0].get("input_digest"), str) else row.iloc[0]["input_digest"]
+
+
+def published_with(spark: SparkSession, tables: Tables, dt: str, run_id: str, input_digest: str) -> str | None:
+    """The version published for dt if it was made by run `run_id` from inputs with `input_digest`
+    (so rerunning the date would write the same rows), else None. Reads catalog metadata and the
+    versions table."""
+    current = published_version(spark, tables, dt)
+    if current is None:
+        return None
+    rows = staged_versions(spark, tables, dt)
+    row = rows[rows["version"] == current] if not rows.empty else rows
+    if row.empty:
+        return None
+    row = row.iloc[0]
+    return current if row["run_id"] == run_id and row.get("input_digest") == input_digest else None
 
 
 def publish_log(spark: SparkSession, tables: Tables, dt: str):

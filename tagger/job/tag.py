@@ -59,22 +59,24 @@ def build_spec(cfg: Config, tag_index: dict[str, tuple[int, str]], tag_dim_table
     return spec, spec.model_version, disabled
 
 
-def tag_items(spark: SparkSession, cfg: Config, items: DataFrame, spec: TaggerSpec, run_id: str
-              ) -> tuple[DataFrame, LoadCounter]:
-    """Tag the normalized items (columns itemid, dtype, doc_text) in one mapInPandas pass.
+def tag_items(spark: SparkSession, cfg: Config, items: DataFrame, spec: TaggerSpec, run_id: str,
+              carry: tuple[str, ...] = ()) -> tuple[DataFrame, LoadCounter]:
+    """Tag the normalized items (columns itemid, dtype, doc_text, and the string columns named in
+    `carry`, passed through: a backfill's run_date) in one mapInPandas pass.
 
-    Returns the tagged DataFrame, persisted but not yet computed (OUTPUT_SCHEMA's columns plus
-    model_version, rules_version, run_id), and the accumulators that count model loads, Python
-    workers and rows through the models once it has been computed.
+    Returns the tagged DataFrame, persisted but not yet computed (OUTPUT_SCHEMA's columns, the
+    `carry` columns, model_version, rules_version, run_id), and the accumulators that count model
+    loads, Python workers and rows through the models once it has been computed.
     """
     partitions = cfg.tagging.partitions or spark.sparkContext.defaultParallelism
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.tagging.arrow_max_records_per_batch))
     loads = LoadCounter(spark.sparkContext)
     # Sorted inside each partition: shuffle order is not fixed, and it decides which rows share a
     # batch (and its padding), so without it a rerun could differ in the last bits of a score.
-    tagged = (items.select("itemid", "dtype", "doc_text").repartition(partitions, "itemid")
-              .sortWithinPartitions("itemid")
-              .mapInPandas(tag_partitions(spec, loads), OUTPUT_SCHEMA)
+    schema = OUTPUT_SCHEMA + "".join(f", {column} string" for column in carry)
+    tagged = (items.select("itemid", "dtype", "doc_text", *carry).repartition(partitions, "itemid")
+              .sortWithinPartitions("itemid", *carry)
+              .mapInPandas(tag_partitions(spec, loads, carry), schema)
               .withColumn("model_version", F.lit(spec.model_version))
               .withColumn("rules_version", F.lit(spec.rules.version))
               .withColumn("run_id", F.lit(run_id))

@@ -8,6 +8,8 @@
     TAGGER_FAILPOINT=write_stall_seconds:S  the output write stalls S seconds inside its Spark
                                             job (files half-written in staging), so a test can
                                             kill the driver mid-write
+    TAGGER_FAILPOINT=backfill_fail_date:D   a one-pass backfill fails date D (yyyy-MM-dd) after
+                                            tagging, before anything of D is written
 
 Read on the driver only. Never set in production.
 """
@@ -25,6 +27,12 @@ def failpoint(name: str) -> int | None:
     failpoint, or N is not a plain digit string. Never raises."""
     point, _, value = os.environ.get("TAGGER_FAILPOINT", "").partition(":")
     return int(value) if point == name and value.isdigit() else None
+
+
+def failing_date() -> str | None:
+    """D when TAGGER_FAILPOINT is `backfill_fail_date:D`, else None. Never raises."""
+    point, _, value = os.environ.get("TAGGER_FAILPOINT", "").partition(":")
+    return value if point == "backfill_fail_date" and value else None
 
 
 def stall_after_first_batch(seconds: int):
