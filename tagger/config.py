@@ -314,6 +314,9 @@ TRAIN_OPTIONS = {"epochs": int, "max_length": int, "lr": float, "batch_size": in
                  # textcnn and linear: char | word | char+word, and the team dictionary file (a path, relative
                  # to the config's folder; read here, so a bad file stops `tagger train` at start)
                  "tokenizer": str, "dictionary": str,
+                 # textcnn only: a word2vec text file initialising its embedding table (`tagger train
+                 # --embeddings`; relative to the config's folder; its header is checked here)
+                 "embeddings": str,
                  # linear only: LogisticRegression's C, the vocabulary's min_df and max_features
                  "c": float, "min_df": int, "max_features": int}
 TRAIN_ARCHS = ("textcnn", "bert", "linear")
@@ -355,7 +358,31 @@ def _options(t: _Reader, skip: tuple[str, ...], conf_dir: Path, arch: str) -> di
         except (OSError, ValueError) as e:
             t.fail("dictionary", f"cannot read the team dictionary {path} ({e})",
                    "Point it at a UTF-8 file with one car series or brand name per line.")
+    if "embeddings" in options:
+        options["embeddings"] = _embeddings_file(t, options["embeddings"], conf_dir, arch)
     return options
+
+
+def _embeddings_file(t: _Reader, value: str, conf_dir: Path, arch: str) -> str:
+    """The `embeddings:` option as an absolute path, after checking that it is for a textcnn and that
+    the file's word2vec header fits the TextCNN's embedding width. Raises ConfigError naming the key."""
+    if arch != "textcnn":
+        t.fail("embeddings", f"initialises a textcnn's embedding table; arch: {arch} has none",
+               "Put it on the textcnn member of an ensemble, or remove it." if arch == "ensemble" else "Remove it.")
+    from tagger.models.embeddings import EmbeddingsError, word2vec_header
+    from tagger.models.textcnn import DEFAULT_HPARAMS
+
+    path = expand(value, conf_dir)  # relative: to the config's folder
+    try:
+        _, dim = word2vec_header(path)
+    except EmbeddingsError as e:
+        t.fail("embeddings", f"cannot use the vectors file ({e})",
+               "Point it at a word2vec text file, e.g. one written by `tagger embeddings`.")
+    if dim != DEFAULT_HPARAMS["embed_dim"]:
+        t.fail("embeddings", f"{path} holds {dim}-dimensional vectors; the TextCNN's embedding has "
+               f"{DEFAULT_HPARAMS['embed_dim']}", f"Write vectors of that size (tagger embeddings --dim "
+               f"{DEFAULT_HPARAMS['embed_dim']}).")
+    return path
 
 
 def _train_conf(t: _Reader, conf_dir: Path) -> TrainConf:

@@ -22,7 +22,8 @@ BERT_GATE_SHARE = 0.15  # docs/domain.md: 新车资讯 is 10-20% of items; rando
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
 @click.option("--skip", "skip_floors", is_flag=True, help="Skip the slow floors (row_udf, pandas_udf_reload).")
 @click.option("--extras/--no-extras", default=True, show_default=True,
-              help="Also measure raw_models_only (a second full raw pass; slow with bert-base).")
+              help="Also measure raw_models_only (a second full raw pass; slow with bert-base), the int8 trial "
+                   "(CPU) and the linear trial (every head replaced by a linear head trained on these items).")
 @click.option("--floor-items", type=click.IntRange(min=1), default=2000, show_default=True,
               help="The floors run on the first min(items, this) items.")
 @click.option("--models-dir", type=click.Path(file_okay=False), default=None,

@@ -26,6 +26,10 @@ Variants (every one does the model work on the same texts, loaded from the same 
   tag agreement with fp32 over all items and per head over the items that head ran on (the 99.5%
   bar), and whether a row's scores depend on its batch neighbours (fp32: no; they must not).
 
+* linear trial (extra): every head replaced by a linear head (``arch: linear``, numpy at inference)
+  trained on these items to give the tags that head gave in raw, and raw run again (``raw_linear``):
+  the fast head for CPU clusters, with each head's items/s alone next to its linear student's.
+
 Peak memory: VmHWM of the Spark Python worker processes (read from /proc in local mode; the
 peak is reset with /proc/<pid>/clear_refs before each variant), and of the driver for ``raw``.
 """
@@ -423,6 +427,91 @@ def int8_trial(raw_spec, items: pd.DataFrame, chunk: int, tagger, raw_s: float, 
                               and dependence["int8_max_abs_diff"] <= BATCH_INVARIANT_MAX_DIFF)}, int8_s
 
 
+HEAD_SPEED_TEXTS = 1000  # texts each head scores alone in the per-head items/s (bert-base on CPU is slow)
+
+
+def head_items_per_s(heads, texts: list[str], batch_size: int, threads: int | None) -> dict[str, dict]:
+    """Per head of `heads` ([(conf, loaded head)]): its arch and its predict_proba items/s on every
+    text of `texts` (no cascade, models loaded), with `threads` torch threads (None: as is)."""
+    import torch
+
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads or threads_before)
+    out = {}
+    try:
+        for conf, head in heads:
+            started = time.perf_counter()
+            head.predict_proba(texts, batch_size=batch_size)
+            seconds = time.perf_counter() - started
+            out[conf.name] = {"arch": head.spec.arch, "items_per_s": round(len(texts) / seconds, 2) if seconds else None}
+    finally:
+        torch.set_num_threads(threads_before)
+    return out
+
+
+def train_linear_students(heads, texts: list[str], raw_out: pd.DataFrame, out_dir: Path, log) -> tuple:
+    """For every (conf, loaded head) of `heads`: a linear head (char n-grams, models/linear_training.py
+    defaults) with the head's labels, trained on `texts` (one in five held out to set thresholds)
+    to give the tags that head gave in `raw_out` (the raw run's output, in the order of `texts`),
+    written to out_dir/<head name>. A gated head's students thus pass about as many rows on to it
+    as its teacher, so the cascade does the same share of work. Returns the heads' confs with their
+    paths replaced (HeadConf tuple). Raises DataError (models/training.py) when a head gave no tag
+    at all on these texts (nothing to learn)."""
+    from tagger.models.linear_training import train_linear_head
+
+    students = []
+    for conf, head in heads:
+        prefix = f"{conf.parent}/"
+        decided = [[t["tag_path"][len(prefix):] for t in row if t["source"] == conf.name
+                    and t["tag_path"].startswith(prefix)] for row in raw_out["tags"]]
+        dev = np.zeros(len(texts), dtype=bool)
+        dev[::5] = True
+        path = Path(out_dir) / conf.name
+        train_linear_head(head=conf.name, labels=list(head.spec.labels),
+                          train_texts=[t for t, d in zip(texts, dev) if not d],
+                          train_labels=[y for y, d in zip(decided, dev) if not d],
+                          dev_texts=[t for t, d in zip(texts, dev) if d], dev_labels=[y for y, d in zip(decided, dev) if d],
+                          out_dir=str(path), log=lambda *_: None)
+        students.append(dataclasses.replace(conf, path=str(path)))
+        log(f"linear student of {conf.name} trained ({len(head.spec.labels)} labels)")
+    return tuple(students)
+
+
+def linear_trial(raw_spec, items: pd.DataFrame, chunk: int, tagger, raw_s: float, raw_out: pd.DataFrame,
+                 batch_size: int, log) -> tuple[dict, float]:
+    """Every head replaced by a linear head (train_linear_students, trained on these items in a temp
+    dir, untimed) and the raw variant run again: the fast head for CPU clusters against the torch
+    heads. Returns (report, the linear raw run's seconds incl. model load). The report holds
+    items_per_s, speedup_over_raw (both incl. model load), tags_agree_ratio with the fp32 heads,
+    train_seconds, the per-head items/s of both (head_items_per_s on the first HEAD_SPEED_TEXTS
+    texts) under `per_head`, and `skipped` (None, or why no linear head could be trained). Raises
+    ArtifactError if a head cannot be loaded."""
+    from tagger.models.data import DataError
+
+    texts = items["doc_text"].tolist()
+    by_item = raw_out.set_index("itemid").loc[items["itemid"]].reset_index()  # raw_out in the order of texts
+    with tempfile.TemporaryDirectory(prefix="tagger-bench-linear-") as tmp:
+        log("linear students ...")
+        started = time.perf_counter()
+        try:
+            heads = train_linear_students(tagger.heads, texts, by_item, Path(tmp), log)
+        except DataError as exc:
+            return {"skipped": str(exc)}, 0.0
+        train_s = time.perf_counter() - started
+        log("raw_linear ...")
+        lin_s, lin_out, lin_tagger, _ = run_raw(dataclasses.replace(raw_spec, heads=heads), items, chunk)
+        sample = texts[:HEAD_SPEED_TEXTS]
+        torch_heads = head_items_per_s(tagger.heads, sample, batch_size, raw_spec.torch_threads)
+        linear_heads = head_items_per_s(lin_tagger.heads, sample, batch_size, raw_spec.torch_threads)
+    agree, _, _ = tags_agreement(lin_out, raw_out)
+    per_head = {name: {"arch": torch_heads[name]["arch"], "items_per_s": torch_heads[name]["items_per_s"],
+                       "linear_items_per_s": linear_heads[name]["items_per_s"],
+                       "linear_arch": linear_heads[name]["arch"]} for name in torch_heads}
+    return {"skipped": None, "items_per_s": round(len(items) / lin_s, 2), "speedup_over_raw": round(raw_s / lin_s, 3),
+            "tags_agree_ratio": round(agree, 6), "train_seconds": round(train_s, 1), "head_texts": len(sample),
+            "per_head": per_head}, lin_s
+
+
 def run_models_only(tagger, texts: list[str], batch_size: int) -> float:
     """Seconds for the job's cascade alone (no rules, no tags) over `texts` with the loaded heads."""
     import torch
@@ -567,6 +656,12 @@ def run_bench(cfg, n_items: int, model: str, models_dir: str | None, floor_items
             int8, int8_s = int8_trial(raw_spec, items, arrow_batch, tagger, raw_s, raw_out, spec.batch_size, log)
             measures["raw_int8"] = Measure("raw_int8", n, int8_s, "raw with int8 dynamic quantization of Linear "
                                            "layers, models loaded + quantized before timing")
+        linear = None
+        if extras:
+            linear, lin_s = linear_trial(raw_spec, items, arrow_batch, tagger, raw_s, raw_out, spec.batch_size, log)
+            if not linear["skipped"]:
+                measures["raw_linear"] = Measure("raw_linear", n, lin_s, "raw with every head replaced by a linear "
+                                                 "head trained on these items to give its tags, incl. model load")
         with_model_tags = int(sum(any(t["source"] != "rule" for t in row) for row in raw_out["tags"]))
         gate_conf, gate_model = next((c, h) for c, h in tagger.heads if c.name == spec.gate_head)
         gate_path = first_label_path(gate_conf, gate_model)  # the gate's own decision, as the job made it
@@ -658,7 +753,7 @@ def run_bench(cfg, n_items: int, model: str, models_dir: str | None, floor_items
         "gate_score_max_abs_diff_job_vs_raw": gate_diff,
         "gate_score_max_abs_diff_predict_batch_udf_vs_raw": pbu_diff,
         "items_with_model_tags": with_model_tags, "gate_pass_share": round(gate_pass_share, 4),
-        "int8": int8,
+        "int8": int8, "linear": linear,
         "variants": {k: {"items": v.items, "seconds": round(v.seconds, 3), "items_per_s": ips[k], "note": v.note,
                          "peak_rss_mb": v.peak_rss_mb} for k, v in measures.items()},
         "job_partitions": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()}
@@ -712,6 +807,17 @@ def format_text(r: dict) -> str:
                      f"({dep['texts']} texts): fp32 {dep['fp32_max_abs_diff']:.2g}, int8 {dep['int8_max_abs_diff']:.2g} "
                      f"(bar {q['batch_invariant_max_diff']:g}): " + ("meets the bar" if q["meets_bar"] else
                                                                      "fails the bar") + "; the job runs fp32")
+    if r.get("linear"):
+        lin = r["linear"]
+        if lin["skipped"]:
+            lines.append(f"  linear trial skipped: {lin['skipped']}")
+        else:
+            heads = ", ".join(f"{name} {h['arch']} {h['items_per_s']:,.0f} / linear {h['linear_items_per_s']:,.0f}"
+                              for name, h in lin["per_head"].items())
+            lines.append(f"  linear heads (trained on these items to give each head's tags, {lin['train_seconds']:.0f}s): "
+                         f"{lin['speedup_over_raw']:.2f}x raw; tags agree with the heads on "
+                         f"{lin['tags_agree_ratio']:.2%} of items")
+            lines.append(f"    items/s per head alone on {lin['head_texts']:,} texts: {heads}")
     lines.append(f"  gate passes {r['gate_pass_share']:.1%} of items; items with model tags: "
                  f"{r['items_with_model_tags']:,}")
     lines.append(f"  peak Python worker RSS (job): {r['peak_worker_rss_mb']} MB; driver during raw: "

@@ -9,6 +9,7 @@ import pandas as pd
 from click.testing import CliRunner
 
 from tagger.cli.measure_commands import bench_command
+from tagger.config import load_config
 from tagger.measure.bench import REQUIRED_KEYS, format_text, head_tags_agreement, tags_agreement
 
 
@@ -34,6 +35,15 @@ def test_bench_runs_and_agrees_with_raw(spark, cfg_path, trained, tmp_path):
     assert dependence["texts"] == 200 and dependence["fp32_max_abs_diff"] <= 1e-4  # fp32 rows ignore their batch
     assert isinstance(int8["meets_bar"], bool) and (int8["tags_agree_ratio"] >= 0.995 or not int8["meets_bar"])
     assert not int8["meets_bar"] or dependence["int8_max_abs_diff"] <= 1e-4
+    linear = report["linear"]  # every head replaced by a linear student trained on the bench items (extras on)
+    assert linear["skipped"] is None and linear["items_per_s"] > 0 and linear["speedup_over_raw"] > 0
+    archs = {h.name: h.train.arch for h in load_config(cfg_path).heads}  # the torch heads the test trained
+    assert set(archs.values()) <= {"textcnn", "bert"}
+    assert {name: (h["arch"], h["linear_arch"]) for name, h in linear["per_head"].items()} == {
+        name: (arch, "linear") for name, arch in archs.items()}
+    assert all(h["items_per_s"] > 0 and h["linear_items_per_s"] > 0 for h in linear["per_head"].values())
+    assert linear["tags_agree_ratio"] >= 0.8  # trained to give the heads' own tags on these items
+    assert report["variants"]["raw_linear"]["items_per_s"] == linear["items_per_s"]
     assert 0.0 < report["gate_pass_share"] < 1.0
     assert report["tags_items_missing"] == 0
     for key in ("job_over_raw", "job_over_predict_batch_udf", "job_over_row_udf"):
@@ -46,7 +56,8 @@ def test_bench_runs_and_agrees_with_raw(spark, cfg_path, trained, tmp_path):
     assert spark.range(3).count() == 3  # the tests' session was reused, not stopped
 
     text = format_text(report)
-    for name in ("raw", "job", "predict_batch_udf", "row_udf", "pandas_udf_reload", "job_over_raw"):
+    assert "linear heads (trained on these items" in text and f"p0 {archs['p0']} " in text
+    for name in ("raw", "job", "predict_batch_udf", "row_udf", "pandas_udf_reload", "raw_linear", "job_over_raw"):
         assert f"  {name} " in text, name
     skipped = copy.deepcopy(report)
     for name in ("row_udf", "pandas_udf_reload"):

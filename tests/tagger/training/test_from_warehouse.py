@@ -125,3 +125,51 @@ def test_an_unknown_head_is_refused_before_any_work(spark, cfg):
 
     with pytest.raises(ConfigError, match="trainable heads: gate, p0, p1"):
         train_all(spark, cfg, ["2024-01-01"], heads=["P1"])
+
+
+TEXTCNN = {"arch": "textcnn", "labels": "children", "epochs": 1, "max_length": 64, "tokenizer": "word"}
+
+
+def test_a_textcnn_heads_embeddings_key_initialises_it_as_train_embeddings_does(tmp_path):
+    """`embeddings:` in a head's train section, relative to the config's folder, reaches train_head
+    as --embeddings does. Break: drop "embeddings" from config.TRAIN_OPTIONS' use in _options, or
+    resolve it against the working directory."""
+    from tagger.models.embeddings import write_word2vec
+    from tagger.models.words import UnitVocab
+
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    units = UnitVocab.build(TRAIN[0], "word").tokens[2:]
+    half = units[: len(units) // 2]
+    write_word2vec(conf_dir / "vectors.txt", half, np.random.default_rng(0).normal(size=(len(half), 128)))
+    cfg = load_config(write_config(conf_dir, edit=_with_p0_train({**TEXTCNN, "embeddings": "vectors.txt"})))
+    head = next(h for h in cfg.heads if h.name == "p0")
+    assert head.train.options["embeddings"] == str(conf_dir / "vectors.txt")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_artifact(head, LABELS, {"train": TRAIN, "dev": DEV}, tmp_path / "p0", log=lambda *_: None)
+    finally:
+        torch.set_num_threads(before)
+    record = read_spec(tmp_path / "p0").extra["embeddings"]
+    assert record["file"] == str((conf_dir / "vectors.txt").resolve())
+    assert record["found"] == len(half) and record["vocabulary"] == len(units)
+
+
+@pytest.mark.parametrize("files, train, key, message", [
+    ({}, {**TEXTCNN, "embeddings": "absent.txt"}, "embeddings", "cannot use the vectors file"),
+    ({"bad.txt": "车 1 2 3\n"}, {**TEXTCNN, "embeddings": "bad.txt"}, "embeddings", "line 1 must be"),
+    ({"v8.txt": "1 8\n车 1 2 3 4 5 6 7 8\n"}, {**TEXTCNN, "embeddings": "v8.txt"}, "embeddings",
+     "8-dimensional vectors; the TextCNN's embedding has 128"),
+    ({"v.txt": "1 128\n"}, {"arch": "bert", "labels": "children", "embeddings": "v.txt"}, "embeddings",
+     "arch: bert has none"),
+    ({"v.txt": "1 128\n"}, {**ENSEMBLE, "embeddings": "v.txt"}, "embeddings", "Put it on the textcnn member"),
+    ({"v.txt": "1 128\n"}, {**ENSEMBLE, "members": [{"arch": "textcnn", "embeddings": "v.txt"},
+                                                   {"arch": "linear", "embeddings": "v.txt"}]},
+     "members[1].embeddings", "arch: linear has none"),
+])
+def test_a_bad_embeddings_key_is_refused_at_load_naming_it(tmp_path, files, train, key, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(f"heads[1].train.{key}") + ".*" + re.escape(message)):
+        load_config(write_config(tmp_path, edit=_with_p0_train(train)))
