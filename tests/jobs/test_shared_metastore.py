@@ -130,3 +130,38 @@ def test_two_dates_at_once_and_a_second_run_of_a_date_refused(shared):
     start = {dt: datetime.fromisoformat(r["started_at"]).timestamp() for dt, r in runs.items()}
     assert start[D3] < start[D2] + runs[D2]["seconds"] and start[D2] < start[D3] + runs[D3]["seconds"], runs
     assert {r["outcome"] for r in runs.values()} == {"passed"}
+
+
+def test_each_catalog_problem_is_one_line_and_exit_3(shared, pg_metastore, tmp_path):
+    raw = yaml.safe_load(shared.config.read_text(encoding="utf-8"))
+    db = raw["spark"]["metastore_db"]
+
+    def attempt(name: str, edit, env=None, submit=False) -> str:
+        changed = yaml.safe_load(yaml.safe_dump(raw))
+        edit(changed["spark"]["metastore_db"])
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(changed, allow_unicode=True), encoding="utf-8")
+        if submit:  # spark-submit without --driver-class-path: the JVM runs before the config is read
+            script = tmp_path / "show.py"
+            script.write_text(f"from tagger.cli import main\nmain(['--config', '{path}', 'sql', 'SHOW DATABASES'])\n")
+            cmd = [str(BIN / "spark-submit"), "--master", "local[1]", str(script)]
+        else:
+            cmd = [str(BIN / "tagger"), "--config", str(path), "sql", "SHOW DATABASES"]
+        done = subprocess.run(cmd, env=dict(shared.env, **(env or {})), capture_output=True, text=True, timeout=300)
+        # spark-submit merges the Python driver's stderr into its stdout: read both
+        errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error:")]
+        assert done.returncode == 3 and len(errors) == 1, done.stdout[-2000:] + done.stderr[-3000:]
+        # no Python traceback, no Java stack trace (DataNucleus' thousands of lines start with one)
+        assert not any(word in done.stdout + done.stderr for word in ("Traceback", "\tat ", "Exception")), \
+            done.stdout[-2000:] + done.stderr[-3000:]
+        assert shared.secret not in done.stdout + done.stderr
+        return errors[0]
+
+    assert "export NO_SUCH_VARIABLE" in attempt(
+        "no_password", lambda m: (m.pop("password_file"), m.update(password_env="NO_SUCH_VARIABLE")))
+    assert "password authentication failed" in attempt(
+        "wrong_password", lambda m: (m.pop("password_file"), m.update(password_env="WRONG_PW")), {"WRONG_PW": "nope"})
+    pg_metastore._psql("CREATE DATABASE empty_catalog OWNER hive")
+    assert "has no Hive metastore schema" in attempt(
+        "empty", lambda m: m.update(url=db["url"].rsplit("/", 1)[0] + "/empty_catalog"))
+    assert "pass --driver-class-path /usr/share/java/postgresql.jar" in attempt("submit", lambda m: None, submit=True)
