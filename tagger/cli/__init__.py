@@ -7,7 +7,8 @@ same table and date, or the embedded metastore, or (preflight) HiveServer2 is un
 published; review, then `tagger publish` it or fix and rerun; a retry cannot help); 1 anything
 else.
 
-Commands live in three modules by audience (job_commands, model_commands, measure_commands)
+Commands live in four modules by audience (job_commands, model_commands, measure_commands,
+lifecycle_commands)
 and are imported only when called: `tagger run` (and spark-submit jobs/tag_daily.py) never
 imports the model workbench or the benchmarks.
 """
@@ -27,6 +28,8 @@ COMMANDS = {  # name -> "module:attribute"
     **{name: f"tagger.cli.model_commands:{name}_command" for name in
        ["train", "split", "evaluate", "calibrate", "ensemble", "embeddings"]},
     **{name: f"tagger.cli.measure_commands:{name}_command" for name in ["bench", "ablation"]},
+    **{name: f"tagger.cli.lifecycle_commands:{name.replace('-', '_')}_command" for name in
+       ["register"]},
 }
 
 
