@@ -80,3 +80,132 @@ def register_command(head, model_dir, alias):
     click.echo(f"registered {model_dir} as {version.uri} (artifact {version.tags.get('artifact_version')}) in "
                f"{registry.uri}" + (f"; alias {alias} -> {version.version}" if alias else ""))
     click.echo(f"next: tagger promote --head {head} --version {version.version}")
+
+
+def _model_name(cfg, head: str) -> str:
+    """The registered model behind config head `head`: the name in its models:/ path, else the head's name.
+    Exit 2 for a head the config does not have."""
+    from tagger.lifecycle.uris import is_registry_uri, parse_model_uri
+
+    conf = next((h for h in cfg.heads if h.name == head), None)
+    if conf is None:
+        _fail(f"--head {head}: not a head of {cfg.source} (heads: {', '.join(h.name for h in cfg.heads)}).",
+              EXIT_USAGE)
+    return parse_model_uri(conf.path).name if is_registry_uri(conf.path) else head
+
+
+def _who_when() -> dict:
+    import getpass
+    from datetime import datetime, timezone
+
+    return {"by": getpass.getuser(), "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+@click.command("promote", short_help="Move a head's champion alias to a version that passes the golden-set gate.")
+@click.option("--head", required=True, help="The config's head (its registered model: the name in its "
+                                            "models:/ path, else the head's name).")
+@click.option("--version", "version", required=True, type=click.IntRange(min=1), help="The candidate version.")
+@click.option("--force", is_flag=True, help="Move the alias even if the gate refuses; needs --reason. Who, "
+                                            "when and why are recorded as tags on the version.")
+@click.option("--reason", default=None, help="Why the gate is overridden (with --force).")
+@click.pass_context
+def promote_command(ctx, head, version, force, reason):
+    """Score version --version of the head on the golden set (publish.audits.golden_set: the same set,
+    floor and rule as the daily audit) with the whole cascade, next to the current champion, and move
+    the `champion` alias to it only if every enabled label's precision reaches min_precision and its
+    macro-F1 is not lower than the champion's by more than max_f1_drop. Prints the per-label table.
+    Refused: the alias stays where it was, exit 6; `--force --reason "..."` moves it anyway and
+    records who, when and why on the version. Rolling back: `tagger rollback-model --head HEAD`.
+
+    \b
+    Example:
+      tagger promote --head p0 --version 3
+      tagger promote --head p0 --version 3 --force --reason "new 谍照 labels: golden set not relabelled yet"
+    """
+    from tagger.cli.common import EXIT_REFUSED, load_job_config
+
+    if force and not (reason or "").strip():
+        _fail("--force needs --reason \"...\": the registry records why the gate was overridden.", EXIT_USAGE)
+    if reason and not force:
+        _fail("--reason goes with --force (a promotion that passes the gate needs no reason).", EXIT_USAGE)
+    cfg = load_job_config(ctx)
+    name = _model_name(cfg, head)
+    registry = _registry()
+    from tagger.lifecycle.registry import CHAMPION
+
+    candidate = _registry_errors(lambda: registry.get(name, version))
+    champion = registry.by_alias(name, CHAMPION)
+    if champion is not None and champion.version == version:
+        click.echo(f"{candidate.uri} is already the champion of {name}: nothing to do.")
+        return
+
+    def score():
+        from tagger.lifecycle.gate import evaluate_promotion
+
+        candidate_dir = str(registry.download(candidate))
+        champion_dir = str(registry.download(champion)) if champion else None
+        return evaluate_promotion(cfg, head, candidate_dir, champion_dir)
+
+    from tagger.lifecycle.gate import format_gate
+
+    try:
+        result = _registry_errors(score)
+    except OSError as exc:
+        _fail(f"cannot score the golden set: {exc}")
+    champion_name = f"champion v{champion.version}" if champion else "no champion"
+    click.echo(f"{name}: candidate v{version} against {champion_name} on the golden set "
+               f"{result.settings['path']}")
+    click.echo(format_gate(result, champion_name.replace("no champion", "champion"), f"v{version}"))
+    stamp = _who_when()
+    tags = {"promoted_by": stamp["by"], "promoted_at": stamp["at"],
+            "promoted_from": champion.version if champion else "",
+            "gate": "passed" if result.passed else "refused: " + "; ".join(result.reasons)}
+    if not result.passed and not force:
+        click.echo(f"refused: the champion alias of {name} stays at "
+                   f"{'v' + str(champion.version) if champion else '(none)'}. Fix the candidate, or override "
+                   f"with --force --reason \"...\" (recorded).")
+        sys.exit(EXIT_REFUSED)
+    if not result.passed:
+        tags.update(forced_by=stamp["by"], forced_at=stamp["at"], forced_reason=reason.strip())
+    registry.set_tags(name, version, tags)
+    registry.set_alias(name, CHAMPION, version)
+    forced = " (FORCED past the gate; recorded with the reason)" if not result.passed else ""
+    click.echo(f"promoted: {name}@{CHAMPION} -> v{version}{forced}"
+               + (f"; was v{champion.version} (roll back: tagger rollback-model --head {head})" if champion else ""))
+
+
+@click.command("rollback-model", short_help="Move a head's champion alias back to the version before it.")
+@click.option("--head", required=True, help="The config's head.")
+@click.option("--to", "to_version", type=click.IntRange(min=1), default=None,
+              help="The version to point champion at (default: the one the current champion was promoted from).")
+@click.option("--reason", required=True, help="Why (recorded on the version).")
+@click.pass_context
+def rollback_model_command(ctx, head, to_version, reason):
+    """Point the head's `champion` alias back at an earlier version, without the gate (the version was
+    champion before, or you name it): the emergency way back. The next job run that resolves
+    models:/<name>@champion uses it. Who, when and why are recorded as tags on that version.
+
+    \b
+    Example:
+      tagger rollback-model --head p0 --reason "p0 v4 tags every 谍照 item as 新车上市"
+    """
+    from tagger.cli.common import load_job_config
+    from tagger.lifecycle.registry import CHAMPION
+
+    cfg = load_job_config(ctx)
+    name = _model_name(cfg, head)
+    registry = _registry()
+    champion = registry.by_alias(name, CHAMPION)
+    if to_version is None:
+        if champion is None or not champion.tags.get("promoted_from"):
+            _fail(f"{name} has {'no champion' if champion is None else f'champion v{champion.version} with no earlier champion recorded'}: "
+                  "name the version with --to V.", EXIT_USAGE)
+        to_version = int(champion.tags["promoted_from"])
+    target = _registry_errors(lambda: registry.get(name, to_version))
+    stamp = _who_when()
+    registry.set_tags(name, target.version, {"rolled_back_by": stamp["by"], "rolled_back_at": stamp["at"],
+                                             "rolled_back_from": champion.version if champion else "",
+                                             "rolled_back_reason": reason})
+    registry.set_alias(name, CHAMPION, target.version)
+    click.echo(f"rolled back: {name}@{CHAMPION} -> v{target.version}"
+               + (f" (was v{champion.version})" if champion else ""))
