@@ -277,3 +277,43 @@ def _write_jsonl(path: str, rows: list[dict]) -> None:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     except OSError as exc:
         _fail(f"cannot write {path} ({exc.strerror}). Fix: pass a writable --out path.", EXIT_USAGE)
+
+
+@click.command("sample", short_help="Items for annotators: nearest each label's threshold, top scores of rare labels.")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
+              help="The head artifact directory whose uncertainty decides.")
+@click.option("--data", required=True, type=click.Path(dir_okay=False),
+              help="Unlabelled items, JSON lines {\"itemid\", \"text\"}.")
+@click.option("--per-label", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Items per enabled label nearest its threshold (and, for a rare label, as many top scores).")
+@click.option("--rare-share", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="A label that fewer than this share of the items reach is rare: its top scores are added.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="JSON lines to hand to annotators.")
+def sample_command(model_dir, data, per_label, rare_share, out):
+    """Pick the unlabelled items an annotator's hour is best spent on: for each enabled label of the
+    head, the --per-label items whose score is nearest the label's threshold (the model is least sure),
+    plus, for rare labels (fewer than --rare-share of the items reach the threshold), the --per-label
+    highest-scoring items. Deduplicated: an item picked for several labels is one line listing every
+    reason. Writes --out as JSON lines {itemid, text, picked_for: [{label, why, score, threshold}],
+    scores}. Seconds per 10k items on CPU for a TextCNN.
+
+    \b
+    Example:
+      tagger sample --model .tagger/models/p1 --data unlabeled.jsonl --per-label 20 --out to_label.jsonl
+    """
+    from tagger.lifecycle.sampling import read_unlabelled, sample
+    from tagger.models.data import DataError
+
+    try:
+        texts, itemids = read_unlabelled(data)
+    except DataError as exc:
+        _fail(exc, EXIT_USAGE)
+    rows, counts = _registry_errors(lambda: sample(model_dir, texts, itemids, per_label, rare_share))
+    _write_jsonl(out, rows)
+    for label, c in counts.items():
+        if not c["enabled"]:
+            click.echo(f"  {label}: switched off in the artifact, skipped")
+            continue
+        extra = f", {c['top_score']} top-scoring (rare label)" if c["rare"] else ""
+        click.echo(f"  {label}: {c['near_threshold']} near the threshold{extra}")
+    click.echo(f"wrote {out}: {len(rows):,} items from {len(texts):,} (deduplicated)")
