@@ -314,6 +314,7 @@ def sample_command(model_dir, data, per_label, rare_share, out):
         if not c["enabled"]:
             click.echo(f"  {label}: switched off in the artifact, skipped")
             continue
-        extra = f", {c['top_score']} top-scoring (rare label)" if c["rare"] else ""
+        extra = (f", {c['top_score']} more from its top scores (rare label; top scores already near the threshold "
+                 f"are counted there)" if c["rare"] else "")
         click.echo(f"  {label}: {c['near_threshold']} near the threshold{extra}")
     click.echo(f"wrote {out}: {len(rows):,} items from {len(texts):,} (deduplicated)")

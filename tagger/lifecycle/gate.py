@@ -151,9 +151,9 @@ def format_gate(result: GateResult, champion: str, candidate: str) -> str:
         labelled = (r.candidate or r.champion or {"labelled": 0})["labelled"]
         lines.append([r.label + ("" if r.enabled else " (off)"), *cells(r.champion), *cells(r.candidate),
                       str(labelled)])
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-            for row in lines]
+    from tagger.lifecycle.tables import format_table
+
+    text = [format_table(lines)]
     champ = "-" if result.champion_f1 is None else f"{result.champion_f1:.4f}"
     text.append(f"macro-F1: {champion} {champ}, {candidate} {result.candidate_f1:.4f} "
                 f"(min_precision {result.settings.get('min_precision', 0):g} over at least "

@@ -130,13 +130,13 @@ def triage(texts: list[str], label_lists: list[list[str]], labels: list[str], *,
 def format_summary(result: TriageResult, n_items: int, min_positives: int = RARE_POSITIVES) -> str:
     """The per-label summary: positives, items suspected of missing / having an extra label; rare labels
     apart, under a warning."""
+    from tagger.lifecycle.tables import format_table
+
     def table(names):
         rows = [["label", "positives", "suspected missing", "suspected extra"]]
         rows += [[n, str(result.summary[n]["positives"]), str(result.summary[n]["suspected_missing"]),
                   str(result.summary[n]["suspected_extra"])] for n in names]
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                         for r in rows)
+        return format_table(rows)
 
     common = [n for n in result.labels if n not in result.rare]
     text = [f"{len(result.issues):,} of {n_items:,} items suspected ({len(result.issues) / max(n_items, 1):.1%})",

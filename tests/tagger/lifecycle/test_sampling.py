@@ -69,7 +69,7 @@ def test_a_rare_label_adds_its_top_scores_and_items_appear_once(sampled):
     top = sorted(every, key=lambda item: -every[item][j])[:PER_LABEL]
     for_rare = {r["itemid"] for r in rows if any(p["label"] == "申报图" for p in r["picked_for"])}
     assert set(top) <= for_rare
-    assert "申报图: " in done.output and "top-scoring (rare label)" in done.output
+    assert "申报图: " in done.output and "from its top scores (rare label" in done.output
     assert not any("top_score" == p["why"] for r in rows for p in r["picked_for"] if p["label"] == "预售")
     itemids = [r["itemid"] for r in rows]
     assert len(itemids) == len(set(itemids))
