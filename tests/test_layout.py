@@ -19,9 +19,9 @@ PACKAGES = {"udfs": "tagger.udfs", "models": "tagger.models", "jobs": "tagger.jo
 # package -> packages it must not import (anywhere in the module, lazily or not)
 FORBIDDEN = {
     "tagger.udfs": ["tagger.config", "tagger.job", "tagger.ops", "tagger.cli", "tagger.training", "tagger.measure",
-                    "tagger.demo", "tagger.rules_file", "tagger.sql_files"],
+                    "tagger.demo", "tagger.rules_file", "tagger.sql_files", "tagger.lifecycle", "mlflow", "cleanlab"],
     "tagger.models": ["tagger.config", "tagger.job", "tagger.ops", "tagger.cli", "tagger.training",
-                      "tagger.measure", "tagger.demo", "tagger.udfs"],
+                      "tagger.measure", "tagger.demo", "tagger.udfs", "tagger.lifecycle", "mlflow", "cleanlab"],
     "tagger.job": ["tagger.cli", "tagger.training", "tagger.measure", "tagger.demo"],
     "tagger.ops": ["tagger.cli", "tagger.training", "tagger.measure", "tagger.demo", "tagger.job"],
 }
@@ -77,9 +77,33 @@ def test_no_generic_top_level_names_are_imported():
 def test_the_daily_job_does_not_load_the_workbench_or_the_benchmarks(entry):
     code = (f"import sys, {entry}; print(sorted(m for m in sys.modules if m.startswith(('tagger.measure', "
             f"'tagger.training', 'tagger.demo', 'tagger.cli.model_commands', 'tagger.cli.measure_commands', "
-            f"'mlflow', 'gensim', 'faiss', 'peft', 'onnxruntime', 'sklearn', 'jieba'))))")
+            f"'mlflow', 'cleanlab', 'tagger.lifecycle.registry', 'tagger.lifecycle.gate', 'tagger.cli.lifecycle_commands', "
+            f"'gensim', 'faiss', 'peft', 'onnxruntime', 'sklearn', 'jieba'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_the_job_reaches_mlflow_only_through_a_models_uri():
+    """The daily job's modules (tagger.job, tagger.udfs, tagger.models, tagger.ops, tagger.config) import
+    mlflow and cleanlab nowhere, and of the lifecycle package only `uris` at module level: the registry
+    is imported inside build_spec when a head path is models:/... (tagger/job/tag.py), so a config of
+    directories never loads it. Break: `from tagger.lifecycle.registry import resolve_heads` at the
+    top of tagger/job/tag.py, or `import mlflow` anywhere in tagger/job/."""
+    job = ("tagger.job", "tagger.udfs", "tagger.models", "tagger.ops", "tagger.config")
+    bad = []
+    for module, path in _modules():
+        if not any(module == p or module.startswith(p + ".") for p in job):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {n.module if isinstance(n, ast.ImportFrom) else a.name for n in tree.body
+               if isinstance(n, (ast.Import, ast.ImportFrom)) for a in getattr(n, "names", [])}
+        for name in _imports(path, module):
+            if name and name.split(".")[0] in ("mlflow", "cleanlab"):
+                bad.append(f"{path.relative_to(REPO)} imports {name}")
+        for name in top:
+            if name and name.startswith("tagger.lifecycle") and name != "tagger.lifecycle.uris":
+                bad.append(f"{path.relative_to(REPO)} imports {name} at module level")
+    assert bad == []
 
 
 def test_a_plain_checkout_imports_like_the_installed_package(tmp_path):

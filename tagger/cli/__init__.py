@@ -4,10 +4,11 @@ Exit codes a scheduler can act on: 0 done; 2 bad usage (nothing ran); 3 bad conf
 model artifact (fix it, then rerun); 4 an input is missing (retry later); 5 another run holds the
 same table and date, or the embedded metastore, or (preflight) HiveServer2 is unreachable
 (retry later); 6 a gate refused (the audits refused a day: it stays staged, nothing was
-published; review, then `tagger publish` it or fix and rerun; a retry cannot help); 1 anything
-else.
+published; review, then `tagger publish` it or fix and rerun; a retry cannot help; or the
+golden-set gate refused `tagger promote`: the champion alias stayed); 1 anything else.
 
-Commands live in three modules by audience (job_commands, model_commands, measure_commands)
+Commands live in four modules by audience (job_commands, model_commands, measure_commands,
+lifecycle_commands)
 and are imported only when called: `tagger run` (and spark-submit jobs/tag_daily.py) never
 imports the model workbench or the benchmarks.
 """
@@ -27,6 +28,8 @@ COMMANDS = {  # name -> "module:attribute"
     **{name: f"tagger.cli.model_commands:{name}_command" for name in
        ["train", "split", "evaluate", "calibrate", "ensemble", "embeddings"]},
     **{name: f"tagger.cli.measure_commands:{name}_command" for name in ["bench", "ablation"]},
+    **{name: f"tagger.cli.lifecycle_commands:{name.replace('-', '_')}_command" for name in
+       ["register", "promote", "rollback-model", "triage", "sample"]},
 }
 
 

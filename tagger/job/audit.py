@@ -178,13 +178,14 @@ def audit_quarantine(conf, today: pd.DataFrame) -> list[dict]:
                     f"largest quarantine reason {top[1]} at {top[0]:.1%} of the items selected")]
 
 
-def golden_set_precision(tagger, path: str, min_predicted: int) -> dict[str, tuple[float, int]]:
-    """Score a golden set with a loaded tagger.udfs.tagging.Tagger: {tag path: (precision,
-    predicted)} for every tag it emitted at least `min_predicted` times. The file is JSON lines
-    {"text", "labels": [true tag paths]} (what `tagger train` exports as data/test.jsonl); texts are
-    normalized as the job normalizes doc_text. An item labelled only at a tag's parent (内容标签/导购
-    with no child) does not count for that tag: annotated at a coarser level, it is unknown there,
-    not a false positive (the rule training uses). Raises DataError for an unreadable file."""
+def golden_set_counts(tagger, path: str) -> dict[str, dict[str, int]]:
+    """Tag a golden set with a loaded tagger.udfs.tagging.Tagger and count, per tag path:
+    {"predicted": items it was emitted on, "correct": of those, items labelled with it, "labelled":
+    items labelled with it}. The file is JSON lines {"text", "labels": [true tag paths]} (what
+    `tagger train` exports as data/test.jsonl); texts are normalized as the job normalizes doc_text.
+    An item labelled only at a tag's parent (内容标签/导购 with no child) does not count for that
+    tag: annotated at a coarser level, it is unknown there, not a false positive (the rule training
+    uses). Raises DataError for an unreadable file."""
     from tagger.models.data import DataError
     from tagger.models.text import clean_text
 
@@ -201,17 +202,42 @@ def golden_set_precision(tagger, path: str, min_predicted: int) -> dict[str, tup
     pdf = pd.DataFrame({"itemid": [str(i) for i in range(len(rows))], "dtype": "news",
                         "doc_text": [t for t, _ in rows]})
     out = tagger.tag(pdf)
-    counts: dict[str, list[int]] = {}
+    counts: dict[str, dict[str, int]] = {}
+
+    def count(tag: str) -> dict[str, int]:
+        return counts.setdefault(tag, {"predicted": 0, "correct": 0, "labelled": 0})
+
     for tags, (_, truth) in zip(out["tags"], rows):
+        for tag in truth:
+            count(tag)["labelled"] += 1
         for t in tags:
             path = t["tag_path"]
             parent = path.rsplit("/", 1)[0]
             if parent in truth and not any(x.startswith(parent + "/") for x in truth):
                 continue  # labelled only at the parent: this tag is unknown for the item, not wrong
-            c = counts.setdefault(path, [0, 0])
-            c[0] += 1
-            c[1] += path in truth
-    return {p: (tp / n, n) for p, (n, tp) in counts.items() if n >= min_predicted}
+            c = count(path)
+            c["predicted"] += 1
+            c["correct"] += path in truth
+    return counts
+
+
+def golden_set_precision(tagger, path: str, min_predicted: int) -> dict[str, tuple[float, int]]:
+    """Score a golden set (golden_set_counts): {tag path: (precision, predicted)} for every tag the
+    tagger emitted at least `min_predicted` times (fewer: too few to judge, not scored). Raises
+    DataError for an unreadable file."""
+    return precision_of(golden_set_counts(tagger, path), min_predicted)
+
+
+def precision_of(counts: dict[str, dict[str, int]], min_predicted: int) -> dict[str, tuple[float, int]]:
+    """{tag: (precision, predicted)} from golden_set_counts, for tags predicted at least `min_predicted` times."""
+    return {p: (c["correct"] / c["predicted"], c["predicted"]) for p, c in counts.items()
+            if c["predicted"] >= max(min_predicted, 1)}
+
+
+def below_floor(scores: dict[str, tuple[float, int]], min_precision: float) -> dict[str, tuple[float, int]]:
+    """The golden-set rule, shared by the publish audit and the promote gate (tagger/lifecycle/gate.py):
+    the scored tags (golden_set_precision) whose precision is under `min_precision`."""
+    return {p: v for p, v in scores.items() if v[0] < min_precision}
 
 
 def audit_golden_set(conf, tagger_factory, model_version: str, previous_model_version: str | None) -> list[dict]:
@@ -226,7 +252,7 @@ def audit_golden_set(conf, tagger_factory, model_version: str, previous_model_ve
         return [_result("golden_set", conf.level, "note", None, s["min_precision"],
                         f"no golden set at {s['path'] or '(publish.audits.golden_set.path not set)'}: not scored")]
     scores = golden_set_precision(tagger_factory(), s["path"], int(s["min_predicted"]))
-    low = {p: v for p, v in scores.items() if v[0] < s["min_precision"]}
+    low = below_floor(scores, s["min_precision"])
     if low:
         detail = "; ".join(f"{p}: {prec:.2f} over {n}" for p, (prec, n) in sorted(low.items(), key=lambda kv: kv[1][0]))
         return [_result("golden_set", conf.level, "fail", round(min(v[0] for v in low.values()), 4),

@@ -27,19 +27,31 @@ def build_spec(cfg: Config, tag_index: dict[str, tuple[int, str]], tag_dim_table
                torch_threads: int | None) -> tuple[TaggerSpec, str, list[str]]:
     """Read the rules and the artifacts' sidecars; refuse tags the tag dimension lacks.
 
-    Returns the spec, the model version string ("<head>=<version>@<digest>;...") and the labels
-    switched off in artifacts ("head:label (reason)"). Raises ConfigError listing every rule tag
-    or enabled label that the tag dimension lacks, and ArtifactError for an unreadable artifact.
+    A head whose path is a registry URI (models:/p0@champion) is resolved here, once, into a local
+    directory (tagger/lifecycle/registry.py; mlflow is imported only then), and the registry
+    version it resolved to is appended to its model version ("#models:/p0/3").
+
+    Returns the spec, the model version string ("<head>=<version>@<digest>[#models:/<name>/<n>];...")
+    and the labels switched off in artifacts ("head:label (reason)"). Raises ConfigError listing
+    every rule tag or enabled label that the tag dimension lacks (or naming an unknown registry
+    model, alias or version), and ArtifactError for an unreadable artifact.
     """
+    from tagger.lifecycle.uris import is_registry_uri
     from tagger.models.spec import artifact_version, read_spec
 
+    registry_versions: dict[str, str] = {}
+    if any(is_registry_uri(h.path) for h in cfg.heads):
+        from tagger.lifecycle.registry import resolve_heads
+
+        cfg, registry_versions = resolve_heads(cfg)
     rules = load_rules(cfg.rules_path)
     missing = [f"rule '{r.id}' -> {r.tag}" for r in rules.rules if r.tag not in tag_index]
     versions, disabled = [], []
     for head in cfg.heads:
         spec = read_spec(head.path)
         # version@digest: a recalibrated artifact (or ensemble member) is a new model version
-        versions.append(f"{head.name}={artifact_version(head.path, spec)}")
+        registry = f"#{registry_versions[head.name]}" if head.name in registry_versions else ""
+        versions.append(f"{head.name}={artifact_version(head.path, spec)}{registry}")
         reasons = spec.extra.get("disabled_reasons") or {}
         for label, on in zip(spec.labels, spec.enabled):
             path = f"{head.parent}/{label}"

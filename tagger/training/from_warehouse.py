@@ -131,6 +131,14 @@ def train_all(spark: SparkSession, cfg: Config, dates: list[str], heads: list[st
     if unknown:
         raise ConfigError(f"--head {', '.join(unknown)}: not a head with a train section in {cfg.source}; "
                           f"trainable heads: {', '.join(trainable)}.")
+    from tagger.lifecycle.uris import is_registry_uri
+
+    registry_heads = [h.name for h in cfg.heads if h.train is not None and (not heads or h.name in heads)
+                      and is_registry_uri(h.path)]
+    if registry_heads:
+        raise ConfigError(f"head(s) {', '.join(registry_heads)}: the path in {cfg.source} is a registry URI "
+                          f"(models:/...), and training writes a directory. Fix: train with a config whose path is "
+                          f"a directory, then `tagger register --head NAME --model DIR` and `tagger promote` it.")
     examples = labelled_examples(spark, cfg, dates)
     if examples.empty:
         raise ConfigError(f"No labelled examples for {dates[0]}..{dates[-1]} in {cfg.tables.truth}: "
