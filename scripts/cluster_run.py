@@ -67,7 +67,7 @@ def _measure(cmd: list, env: dict, roots: list[int]) -> tuple[float, str, dict]:
     return seconds, out, executors
 
 
-def _summary(out: str, seconds: float, executors: dict) -> dict:
+def _summary(seconds: float, out: str, executors: dict) -> dict:
     loads = re.search(r"models loaded (\d+) times in (\d+) Python worker", out)
     devices = re.search(r"devices: (.*)", out)
     return {"process_seconds": round(seconds, 1), "stage_seconds": _stages(out),
