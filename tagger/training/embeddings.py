@@ -17,12 +17,14 @@ from tagger.models.words import text_units
 
 def pool_texts(spark, cfg, dates: Sequence[str], log: Callable = print) -> list[str]:
     """The doc_text of every item the team's filter selects on `dates` (the job's extract and
-    normalize), empty texts left out. Raises what extract raises for a date whose pool is missing."""
-    from tagger.job.extract import extract
+    normalize), empty texts left out. Raises MissingInputError (tagger.job.extract.check_inputs) for a
+    date whose pool partition or a source table is missing: a missing day is never read as empty."""
+    from tagger.job.extract import check_inputs, extract
     from tagger.job.normalize import normalize
 
     texts: list[str] = []
     for date in dates:
+        check_inputs(spark, cfg, date)
         sources = extract(spark, cfg, date)
         items = normalize(sources.pool, sources.asr, sources.ocr, cfg.text).items
         day = [t for t in items.select("doc_text").toPandas()["doc_text"].tolist() if isinstance(t, str) and t]
