@@ -28,9 +28,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
-from metastore import PostgresMetastore, free_port  # noqa: E402
+from metastore import PostgresMetastore  # noqa: E402
 from scale_run import TreeSampler  # noqa: E402
 from standalone_cluster import StandaloneCluster  # noqa: E402
+from tagger.ops.local_services import free_port  # noqa: E402
 
 DAY = "2024-03-01"
 BIN = Path(sys.executable).parent

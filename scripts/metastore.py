@@ -27,7 +27,6 @@ import argparse
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,17 +35,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tagger.config from this checkout
 
+from tagger.ops.local_services import spark_home  # noqa: E402
+
 PG_BIN = Path(os.environ.get("TAGGER_PG_BIN", "/usr/lib/postgresql/15/bin"))
 JDBC_JAR = "/usr/share/java/postgresql.jar"
 ROLE, DATABASE = "hive", "metastore"
 INSTALL_HINT = "apt-get install -y postgresql libpostgresql-jdbc-java"
 
-
-def spark_home() -> Path:
-    """The pip pyspark's folder (its bin/ and jars/)."""
-    import pyspark
-
-    return Path(pyspark.__file__).resolve().parent
 
 
 def init_schema(url: str, user: str, password: str, driver_class: str = "org.postgresql.Driver",
@@ -178,11 +173,6 @@ class PostgresMetastore:
         self.stop()
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,13 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tagger.ops.hive_client from this checkout
 
+from tagger.ops.local_services import free_port, spark_home  # noqa: E402
+
 THRIFT_SERVER_CLASS = "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2"
 
-
-def spark_home() -> Path:
-    import pyspark
-
-    return Path(pyspark.__file__).resolve().parent
 
 
 def server_command(home: Path, port: int, host: str = "127.0.0.1", hiveconf: dict[str, str] | None = None,
@@ -71,10 +68,6 @@ def server_command(home: Path, port: int, host: str = "127.0.0.1", hiveconf: dic
     return cmd + ["spark-internal"]
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class ThriftServer:

@@ -126,10 +126,12 @@ def pg_metastore():
     import shutil
     import tempfile
 
+    from tagger.ops.local_services import free_port
+
     metastore = load_script("metastore")
     directory = Path(tempfile.mkdtemp(prefix="tagger-pg-"))
     directory.chmod(0o755)
-    server = metastore.PostgresMetastore(directory, metastore.free_port())
+    server = metastore.PostgresMetastore(directory, free_port())
     server.start(log=lambda *_: None)
     yield server
     server.stop()

@@ -6,7 +6,6 @@ import importlib.util
 import json
 import os
 from contextlib import closing
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tagger.ops.local_services import free_port
 from conftest import REPO, write_config
 from tagger.config import ConfigError
 from tagger.ops.preflight import DEFAULT_ORCHESTRATION, load_orchestration
@@ -54,10 +54,6 @@ def _preflight(job_config: Path, orchestration: Path, *args: str, env: dict | No
     return done
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- configuration, no server needed
@@ -104,7 +100,7 @@ def test_ldap_password_is_read_from_the_environment_only(tmp_path, monkeypatch):
 
 def test_exit_codes_without_a_server(tmp_path):
     job_config = write_config(tmp_path)
-    nobody = _orchestration(tmp_path, port=_free_port())
+    nobody = _orchestration(tmp_path, port=free_port())
 
     bad_date = _preflight(job_config, nobody, "--date", "2024-02-30")
     assert bad_date.returncode == 2 and "yyyy-MM-dd" in bad_date.stderr
