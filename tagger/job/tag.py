@@ -37,7 +37,7 @@ def build_spec(cfg: Config, tag_index: dict[str, tuple[int, str]], tag_dim_table
     model, alias or version), and ArtifactError for an unreadable artifact.
     """
     from tagger.lifecycle.uris import is_registry_uri
-    from tagger.models.spec import artifact_version, read_spec
+    from tagger.models.spec import ArtifactError, artifact_version, read_spec
 
     registry_versions: dict[str, str] = {}
     if any(is_registry_uri(h.path) for h in cfg.heads):
@@ -47,8 +47,13 @@ def build_spec(cfg: Config, tag_index: dict[str, tuple[int, str]], tag_dim_table
     rules = load_rules(cfg.rules_path)
     missing = [f"rule '{r.id}' -> {r.tag}" for r in rules.rules if r.tag not in tag_index]
     versions, disabled = [], []
-    for head in cfg.heads:
-        spec = read_spec(head.path)
+    for i, head in enumerate(cfg.heads):
+        try:
+            spec = read_spec(head.path)
+        except ArtifactError as exc:  # name the key that fixes it, not only the directory
+            raise ConfigError(f"{cfg.source}: key 'heads[{i}].path' (head {head.name}): {exc} Fix the path (a "
+                              f"relative one resolves against the config file's folder) or train the head: "
+                              f"tagger train --head {head.name}.") from None
         # version@digest: a recalibrated artifact (or ensemble member) is a new model version
         registry = f"#{registry_versions[head.name]}" if head.name in registry_versions else ""
         versions.append(f"{head.name}={artifact_version(head.path, spec)}{registry}")
