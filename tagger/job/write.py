@@ -14,7 +14,7 @@ DDL = {"output": "ddl_item_tags", "quarantine": "ddl_quarantine", "metrics": "dd
 # Columns added to a DDL after tables were first created: existing tables get them on the next
 # run (old rows read NULL). Keep in step with sql/ddl_*.sql.
 ADDED_COLUMNS = {"metrics": [("implied_parents", "BIGINT"), ("version", "STRING"), ("outcome", "STRING"),
-                             ("worker_devices", "MAP<STRING, STRING>")],
+                             ("worker_devices", "MAP<STRING,STRING>")],
                  "versions": [("input_digest", "STRING")]}
 
 

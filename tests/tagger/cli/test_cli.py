@@ -1,6 +1,7 @@
-"""The `tagger` CLI: usage errors before Spark starts, backfill order and stop, sql output."""
+"""The `tagger` CLI: usage errors before Spark starts, backfill failures and order, sql output."""
 import csv
 import io
+import re
 import time
 
 import pytest
@@ -48,10 +49,25 @@ def test_date_range_is_inclusive_and_ordered():
     assert date_range("2024-02-28", "2024-03-01") == ["2024-02-28", "2024-02-29", "2024-03-01"]
 
 
-def test_backfill_runs_in_order_and_stops_at_the_first_failing_date(spark, cfg_path, trained):
-    # 2024-01-04 was never seeded: the backfill must stop there, naming it, and not run 2024-01-05.
+def test_backfill_goes_past_a_missing_date_and_exits_with_its_code(spark, cfg_path, trained):
+    # 2024-01-04 and 01-05 were never seeded: the one-pass backfill tags 01-02 and 01-03, lists both
+    # missing dates at the end and exits 4 (a missing input, the first failure's code).
     result = CliRunner().invoke(main, ["--config", str(cfg_path), "backfill", "--start", "2024-01-02",
                                        "--end", "2024-01-05"])
+    assert result.exit_code == 4, result.output
+    out = result.output
+    # each seeded date is tagged, or skipped when an earlier test published it from the same inputs
+    for day in ("2024-01-02", "2024-01-03"):
+        assert f"run {day}" in out or f"{day}: skipped" in out, out
+    done = re.search(r"backfill 2024-01-02..2024-01-05: (\d+) date\(s\) written, (\d+) skipped .*, (\d+) failed", out)
+    assert done and int(done.group(1)) + int(done.group(2)) == 2 and done.group(3) == "2", out
+    assert "2024-01-04: exit 4: Partition pt=2024-01-04" in out and "2024-01-05: exit 4" in out
+    assert "rerun the same command" in out
+
+
+def test_the_per_date_loop_runs_in_order_and_stops_at_the_first_failing_date(spark, cfg_path, trained):
+    result = CliRunner().invoke(main, ["--config", str(cfg_path), "backfill", "--one-date-at-a-time",
+                                       "--start", "2024-01-02", "--end", "2024-01-05"])
     assert result.exit_code == 4, result.output
     out = result.output
     assert out.index("[1/4] 2024-01-02") < out.index("[2/4] 2024-01-03") < out.index("[3/4] 2024-01-04")
