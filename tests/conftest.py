@@ -160,3 +160,14 @@ def database_config(directory: Path, pg, database: str, edit=None) -> Path:
         if edit:
             edit(raw)
     return write_config(directory, edit=to_database)
+
+
+def warehouse_rows(home: Path, table: str, columns: list[str], dt: str | None = None) -> list[dict]:
+    """Rows of tagging.<table> under home/warehouse straight from its Parquet files (no Spark start:
+    the subprocess runs are the subject, and each extra Spark session costs seconds), optionally only
+    partition dt."""
+    import pyarrow.dataset as ds
+
+    path = home / "warehouse" / "tagging.db" / table
+    rows = ds.dataset(path, format="parquet", partitioning="hive").to_table(columns=columns).to_pylist()
+    return [r for r in rows if dt is None or r["dt"] == dt]

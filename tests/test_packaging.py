@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, warehouse_rows
 
 pytestmark = pytest.mark.slow
 DAY = "2024-05-02"
@@ -34,10 +34,7 @@ def _run(cmd, env, cwd, timeout=900, ok=(0,)) -> str:
 
 
 def _metrics(home: Path) -> list[dict]:
-    import pyarrow.dataset as ds
-
-    path = home / "warehouse" / "tagging.db" / "item_tags_run_metrics"
-    return ds.dataset(path, format="parquet", partitioning="hive").to_table(columns=["dt", "run_id"]).to_pylist()
+    return warehouse_rows(home, "item_tags_run_metrics", ["dt", "run_id"])
 
 
 def _venv_seeing_the_dependencies(path: Path, env: dict) -> Path:

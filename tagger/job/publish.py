@@ -258,14 +258,9 @@ def published_with(spark: SparkSession, tables: Tables, dt: str, run_id: str, in
     (so rerunning the date would write the same rows), else None. Reads catalog metadata and the
     versions table."""
     current = published_version(spark, tables, dt)
-    if current is None:
+    if current is None or not current.startswith(f"{run_id}-"):  # a version is "<run_id>-<8 hex>" (stage)
         return None
-    rows = staged_versions(spark, tables, dt)
-    row = rows[rows["version"] == current] if not rows.empty else rows
-    if row.empty:
-        return None
-    row = row.iloc[0]
-    return current if row["run_id"] == run_id and row.get("input_digest") == input_digest else None
+    return current if recorded_input_digest(spark, tables, dt, current) == input_digest else None
 
 
 def publish_log(spark: SparkSession, tables: Tables, dt: str):

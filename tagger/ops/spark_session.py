@@ -90,17 +90,6 @@ def database_catalog_conf(db: MetastoreDb, password: str) -> dict[str, str]:
     }
 
 
-def catalog_conf(cfg: Config) -> dict[str, str]:
-    """The catalog's Spark settings for cfg.spark.catalog: embedded_catalog_conf(), or
-    database_catalog_conf() with the password read now (ConfigError when it is not set), or {} for
-    'external' (the cluster's own settings apply)."""
-    if cfg.spark.catalog == "embedded":
-        return embedded_catalog_conf()
-    if cfg.spark.catalog == "database":
-        return database_catalog_conf(cfg.spark.metastore_db, cfg.spark.metastore_db.password())
-    return {}
-
-
 def check_metastore_db(jvm, db: MetastoreDb, password: str, under_submit: bool) -> None:
     """Before any Hive client starts: the driver JVM (`jvm`, py4j's view of it) can load the JDBC
     driver, reach the database and finds the metastore schema in it. Each failure is one ConfigError
@@ -185,8 +174,8 @@ def build_session(cfg: Config, app_name: str = "tagger") -> SparkSession:
                                   f"JDBC driver (Debian: apt-get install libpostgresql-jdbc-java) or point the key "
                                   f"at its jar.")
             conf["spark.driver.extraClassPath"] = db.driver_jar
-    else:
-        conf.update(catalog_conf(cfg))
+    elif cfg.spark.catalog == "embedded":  # 'external': the cluster's own settings apply
+        conf.update(embedded_catalog_conf())
     if "PYSPARK_GATEWAY_PORT" not in os.environ and re.fullmatch(r"local(\[[^\]]*\])?", cfg.spark.master):
         # Local mode: the workers run this virtualenv, where tagger.udfs.worker_daemon is importable. Not on
         # a cluster: there the daemon starts before --py-files are on its path and would fail.

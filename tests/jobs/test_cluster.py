@@ -32,7 +32,7 @@ import pytest
 
 import yaml
 
-from conftest import REPO, database_config
+from conftest import REPO, database_config, warehouse_rows
 
 pytestmark = pytest.mark.slow
 D1, D2 = "2024-03-11", "2024-03-12"
@@ -48,16 +48,6 @@ def _run(cmd, env, cwd=REPO, timeout=900) -> str:
     done = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{cmd}\n{done.stdout[-5000:]}\n{done.stderr[-5000:]}"
     return done.stdout
-
-
-def _table(home: Path, table: str, columns: list[str], dt: str | None = None) -> list[dict]:
-    """Rows of an output table straight from its Parquet files (no Spark start: the runs are the
-    subject here, and each extra Spark session costs seconds)."""
-    import pyarrow.dataset as ds
-
-    path = home / "warehouse" / "tagging.db" / table
-    rows = ds.dataset(path, format="parquet", partitioning="hive").to_table(columns=columns).to_pylist()
-    return [r for r in rows if dt is None or r["dt"] == dt]
 
 
 def _version(home: Path, table: str, dt: str, version: str, columns: list[str]) -> list[dict]:
@@ -95,7 +85,7 @@ def test_standalone_cluster_run_with_dist_artifacts_matches_local_run(tmp_path, 
     # Reference: local[2], the whole range with a one-pass `tagger backfill`.
     log = _run([*tagger, "backfill", "--start", D1, "--end", D2], env)
     assert "pass 1/1: 2 date(s)" in log and f"run {D1}" in log and f"run {D2}" in log, log[-3000:]
-    local_metrics = sorted(_table(home, "item_tags_run_metrics", METRICS), key=lambda r: r["dt"])
+    local_metrics = sorted(warehouse_rows(home, "item_tags_run_metrics", METRICS), key=lambda r: r["dt"])
     local_rows = sorted(_version(home, "item_tags", D2, local_metrics[1]["version"], COLUMNS), key=lambda r: r["itemid"])
     local = {"rows": local_rows, "metrics": local_metrics}
     assert len(local["rows"]) > 150
@@ -147,7 +137,7 @@ def test_standalone_cluster_run_with_dist_artifacts_matches_local_run(tmp_path, 
         "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=300s",
         REPO / "jobs" / "tag_daily.py", "--date", D2, "--config", cluster_config],
         cluster_env, cwd=tmp_path, timeout=900)
-    remote_metrics = sorted(_table(home, "item_tags_run_metrics", METRICS, D2), key=lambda r: r["started_at"])
+    remote_metrics = sorted(warehouse_rows(home, "item_tags_run_metrics", METRICS, D2), key=lambda r: r["started_at"])
     # the cluster run's version: the same as local[2]'s when its rows are identical (nothing new is
     # staged), else a version of its own, compared below with the 4-decimal tolerance
     remote = {"rows": sorted(_version(home, "item_tags", D2, remote_metrics[-1]["version"], COLUMNS),

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from conftest import database_config, load_script
+from conftest import database_config, load_script, warehouse_rows
 
 pytestmark = pytest.mark.slow
 D1, D2, D3 = "2024-04-01", "2024-04-02", "2024-04-03"
@@ -43,11 +43,7 @@ def _finish(proc: subprocess.Popen, timeout: float = 900) -> tuple[int, str]:
 
 
 def _metrics(home: Path) -> list[dict]:
-    import pyarrow.dataset as ds
-
-    path = home / "warehouse" / "tagging.db" / "item_tags_run_metrics"
-    return ds.dataset(path, format="parquet", partitioning="hive").to_table(
-        columns=["dt", "run_id", "started_at", "seconds", "outcome"]).to_pylist()
+    return warehouse_rows(home, "item_tags_run_metrics", ["dt", "run_id", "started_at", "seconds", "outcome"])
 
 
 def _command_lines_holding(secret: str) -> list[str]:
