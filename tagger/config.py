@@ -77,6 +77,9 @@ class Tables:
     versions: str = ""
     publish_log: str = ""
     daily_stats: str = ""
+    # `tagger shadow` (tagger/lifecycle/shadow.py): the candidate's rows and the per-tag comparison
+    shadow: str = ""
+    shadow_stats: str = ""
 
 
 @dataclass(frozen=True)
@@ -569,7 +572,8 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     conf_dir = path.resolve().parent
 
     t = root.section("tables")
-    derived = {"versions": "_versions", "publish_log": "_publish_log", "daily_stats": "_daily_stats"}
+    derived = {"versions": "_versions", "publish_log": "_publish_log", "daily_stats": "_daily_stats",
+               "shadow": "_shadow", "shadow_stats": "_shadow_stats"}
     names = {k: t.get(k, str) for k in Tables.__dataclass_fields__ if k not in derived}
     names.update({k: t.get(k, str, names["output"] + suffix) for k, suffix in derived.items()})
     for key, name in names.items():

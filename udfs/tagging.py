@@ -100,16 +100,18 @@ class Tagger:
         self.load_seconds = time.perf_counter() - started
         self.pid = os.getpid()
 
-    def tag(self, pdf: pd.DataFrame, **predict_options) -> pd.DataFrame:
+    def tag(self, pdf: pd.DataFrame, scores_of: frozenset[str] = frozenset(), **predict_options) -> pd.DataFrame:
         """Tag one batch.
 
         Input: a DataFrame with INPUT_COLUMNS (itemid, dtype, doc_text; doc_text may be null).
         Output: one row per input row, in input order, with OUTPUT_SCHEMA's columns: itemid, dtype,
         gate_score (float, NaN where the gate did not run), tags (list of dicts tag_id, tag_name,
-        tag_path, score, source) and tag_ids (comma-separated tag ids). Raises KeyError if a rule or
-        an enabled label's tag path is missing from the spec's tag index (the driver checks this first).
-        `predict_options` go to every head's predict_proba (run_cascade); the job passes none (the
-        GPU check passes autocast="off" for fp32).
+        tag_path, score, source) and tag_ids (comma-separated tag ids). With `scores_of` (head names),
+        one more column, scores: per row a dict tag path -> rounded score of every label of those
+        heads, for the rows each head scored (a gated-out row has no entry), hit or not (the shadow
+        run compares them). Raises KeyError if a rule or an enabled label's tag path is missing from
+        the spec's tag index (the driver checks this first). `predict_options` go to every head's
+        predict_proba (run_cascade); the job passes none (the GPU check passes autocast="off" for fp32).
         """
         texts = pdf["doc_text"].fillna("")
         n = len(pdf)
@@ -121,22 +123,29 @@ class Tagger:
                 tags[i].append(dict(tag_id=tag_id, tag_name=name, tag_path=path, score=1.0, source=RULE_SOURCE))
 
         gate_score = np.full(n, np.nan)
+        scores: list[dict[str, float]] = [{} for _ in range(n)]
         for run in run_cascade(self.heads, texts.tolist(), batch_size=self.spec.batch_size, **predict_options):
             if run.ref.name == self.spec.gate_head:
                 gate_score[run.rows] = run.scores[:, 0]
             paths = [f"{run.ref.parent}/{label}" for label in run.head.spec.labels]
+            if run.ref.name in scores_of:
+                for r, row in enumerate(run.rows):
+                    scores[row].update(zip(paths, run.scores[r].tolist()))
             for r, c in zip(*np.nonzero(run.hit)):
                 tag_id, name = index[paths[c]]
                 tags[run.rows[r]].append(dict(tag_id=tag_id, tag_name=name, tag_path=paths[c],
                                               score=float(run.scores[r, c]), source=run.ref.name))
         add_implied_parents(tags, self.ancestors, index)
-        return pd.DataFrame({
+        out = pd.DataFrame({
             "itemid": pdf["itemid"].to_numpy(),
             "dtype": pdf["dtype"].to_numpy(),
             "gate_score": gate_score,
             "tags": tags,
             "tag_ids": [",".join(str(t["tag_id"]) for t in row) for row in tags],
         })
+        if scores_of:
+            out["scores"] = scores
+        return out
 
 
 _WORKER_TAGGERS: dict[str, Tagger] = {}

@@ -29,7 +29,7 @@ COMMANDS = {  # name -> "module:attribute"
        ["train", "split", "evaluate", "calibrate", "ensemble", "embeddings"]},
     **{name: f"tagger.cli.measure_commands:{name}_command" for name in ["bench", "ablation"]},
     **{name: f"tagger.cli.lifecycle_commands:{name.replace('-', '_')}_command" for name in
-       ["register", "promote", "rollback-model", "triage", "sample"]},
+       ["register", "promote", "rollback-model", "shadow", "triage", "sample"]},
 }
 
 

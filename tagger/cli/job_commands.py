@@ -124,6 +124,7 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
         train_end = (date.fromisoformat(DEMO_DATE) - timedelta(days=1)).isoformat()
         guarded(lambda: train_all(spark, cfg, date_range(DEMO_START, train_end), None if fresh else missing,
                                    log=click.echo))
+        _register_demo_heads(cfg, [h.name for h in cfg.heads if h.train and (fresh or h.name in missing)])
     from tagger.job.publish import published_version
 
     history = [d for d in date_range(DEMO_START, DEMO_DATE)[:-1]
@@ -147,6 +148,24 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
     click.echo(f"demo done in {time.perf_counter() - started:.0f}s. Look at the result with:\n"
                f"  tagger sql \"SELECT itemid, tag_ids, gate_score FROM {cfg.tables.output} "
                f"WHERE dt = '{DEMO_DATE}' LIMIT 10\"")
+
+
+def _register_demo_heads(cfg, names: list[str]) -> None:
+    """Register each newly trained demo head as the next version of its registered model (the model
+    registry of docs/lifecycle.md), so `tagger promote`, `tagger shadow --candidate models:/...` and
+    `models:/` head paths have versions to work with. Without mlflow (the `lifecycle` extra) it says
+    so and goes on: the job itself reads the directories."""
+    try:
+        from tagger.lifecycle.registry import Registry
+    except ImportError:
+        click.echo("  (not registering the heads in the model registry: mlflow is not installed; "
+                   "pip install -e '.[lifecycle]')")
+        return
+    started = time.perf_counter()
+    registry = guarded(Registry)
+    versions = [guarded(lambda h=h: registry.register(h.name, h.path)) for h in cfg.heads if h.name in names]
+    click.echo(f"  registered {', '.join(v.uri for v in versions)} in {registry.uri} "
+               f"({time.perf_counter() - started:.0f}s); make one live with: tagger promote --head NAME --version N")
 
 
 @click.command(help="Run one read-only query (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN) against the configured "

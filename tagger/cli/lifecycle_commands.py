@@ -1,5 +1,5 @@
 """The model-lifecycle commands (docs/lifecycle.md): `tagger register`, `tagger promote`,
-`tagger rollback-model`, `tagger triage` and `tagger sample`.
+`tagger rollback-model`, `tagger shadow`, `tagger triage` and `tagger sample`.
 
 mlflow and cleanlab (the `lifecycle` extra) are imported inside the commands that need them.
 
@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from tagger.cli.common import EXIT_CONFIG, EXIT_USAGE
+from tagger.cli.common import DATE, EXIT_CONFIG, EXIT_USAGE
 
 _EXTRA = "pip install -e '.[lifecycle]'"
 
@@ -209,6 +209,44 @@ def rollback_model_command(ctx, head, to_version, reason):
     registry.set_alias(name, CHAMPION, target.version)
     click.echo(f"rolled back: {name}@{CHAMPION} -> v{target.version}"
                + (f" (was v{champion.version})" if champion else ""))
+
+
+@click.command("shadow", short_help="Score a day with the published head and a candidate side by side; "
+                                      "write only the shadow tables.")
+@click.option("--date", "run_date", required=True, type=DATE, help="The day to score (yyyy-MM-dd), as the job reads it.")
+@click.option("--head", required=True, help="The config's head the candidate would replace (p0, p1, gate).")
+@click.option("--candidate", required=True,
+              help="The candidate: a head artifact directory, or models:/<name>@<alias> / models:/<name>/<version>.")
+@click.option("--top", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Per tag, how many items with the largest score disagreement to print and store.")
+@click.pass_context
+def shadow_command(ctx, run_date, head, candidate, top):
+    """Read --date as the job does and tag every item twice in one Spark pass: with the config's
+    cascade (the published head, the champion) and with --candidate in --head's place. Writes the
+    candidate's rows to tables.shadow (default tagging.item_tags_shadow) and the per-tag comparison to
+    tables.shadow_stats, partition (dt, head), replacing an earlier shadow run of the same date and
+    head; the published table, quarantine, versions and metrics are not touched and no run lock is
+    taken. Prints per tag both rates and their agreement (items tagged by both / by either), then the
+    --top items per tag with the largest score difference. A gated head's candidate runs on the rows
+    the gate passed; a gate candidate re-runs the heads below it, and their tags are compared too.
+    Cost: about twice the job's tag stage for the date.
+
+    \b
+    Example:
+      tagger register --head p0 --model models/p0_new --alias challenger
+      tagger shadow --date 2024-01-05 --head p0 --candidate models:/p0@challenger
+    """
+    from tagger.cli.common import guarded, load_job_config, session
+
+    cfg = load_job_config(ctx)
+    from tagger.lifecycle.shadow import compared_heads, format_shadow, run_shadow
+
+    guarded(lambda: compared_heads(cfg, head))  # an unknown head before Spark starts
+    spark = session(cfg, "tagger-shadow")
+    result = guarded(lambda: run_shadow(spark, cfg, run_date, head, candidate, top, log=click.echo))
+    click.echo(format_shadow(result))
+    click.echo(f"stored: {cfg.tables.shadow} and {cfg.tables.shadow_stats}, dt='{run_date}' AND head='{head}' "
+               f"({result.seconds:.0f}s). Next, if it holds up: tagger promote --head {head} --version V")
 
 
 @click.command("triage", short_help="Suspected label errors in a labelled file (k-fold scores + cleanlab).")

@@ -128,3 +128,21 @@ def test_a_real_job_run_resolves_models_champion_once_and_records_the_version(sp
     assert {r[0] for r in rows.select("model_version").distinct().collect()} == {summary.model_version}
     p0_tags = rows.selectExpr("explode(tags) AS t").filter("t.source = 'p0'").count()
     assert p0_tags > 0
+
+
+def test_the_demo_registers_the_heads_it_trained(cfg, trained, registry_env, capsys):
+    """`tagger demo` registers each head it trained (tagger/cli/job_commands.py: _register_demo_heads)."""
+    from tagger.cli.job_commands import _register_demo_heads
+    from tagger.lifecycle.registry import Registry
+
+    _register_demo_heads(cfg, ["gate", "p0"])
+    assert "registered models:/gate/1, models:/p0/1" in capsys.readouterr().out
+    registry = Registry()
+    assert registry.get("p0", 1).tags["artifact_version"] in summary_versions(cfg)
+    assert registry.by_alias("p0", "champion") is None  # only promote moves champion
+
+
+def summary_versions(cfg) -> str:
+    from tagger.models.spec import artifact_version, read_spec
+
+    return ";".join(artifact_version(h.path, read_spec(h.path)) for h in cfg.heads)
