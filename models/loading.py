@@ -3,6 +3,8 @@
 `load_head(dir)` checks the directory (models/spec.py), builds the model (TextCNN, Hugging Face
 sequence classifier, the numpy linear head of models/linear.py, or an ensemble of heads) and returns an object with `predict_proba(texts)`
 -> (n, L) float32 scores and `decide(scores)` -> (n, L) bool (models/decision.py).
+A textcnn or bert head whose sidecar says `"runtime": "onnx"` runs its forward pass in an
+onnxruntime session (models/onnx_runtime.py) on the CPU; everything around it is the same code.
 """
 from __future__ import annotations
 
@@ -33,9 +35,9 @@ class LoadedHead:
     """A head ready for batched inference. Build with `load_head` (or get the in-memory one
     from `tagger.models.training.train_head(...).head`)."""
 
-    def __init__(self, spec: HeadSpec, model: torch.nn.Module, device: torch.device, *,
+    def __init__(self, spec: HeadSpec, model: torch.nn.Module | None, device: torch.device, *,
                  vocab: CharVocab | None = None, tokenizer=None, output: str = "sigmoid",
-                 path: str | None = None):
+                 path: str | None = None, forward=None):
         if spec.arch == "textcnn" and vocab is None:
             raise ValueError("textcnn head needs a CharVocab (or a words.UnitVocab)")
         if spec.arch == "bert" and tokenizer is None:
@@ -48,6 +50,23 @@ class LoadedHead:
         self.output = output
         self.path = path
         self.max_length = int(spec.max_length)
+        # forward: an onnx_runtime.OnnxForward ((ids, lengths) numpy -> logits) that replaces the
+        # torch model's forward pass; None: torch
+        self.forward = forward
+        if model is None and forward is None:
+            raise ValueError("a head needs a torch model or an onnxruntime forward")
+
+    @property
+    def runtime(self) -> str:
+        """The backend of the forward pass: "onnx" (an onnxruntime session) or "torch"."""
+        return "torch" if self.forward is None else "onnx"
+
+    @property
+    def min_width(self) -> int:
+        """The narrowest padded input the forward pass takes (TextCNN: its largest kernel; else 1)."""
+        if self.forward is not None:
+            return self.forward.min_width
+        return self.model.min_width if self.spec.arch == "textcnn" else 1
 
     @property
     def labels(self) -> list[str]:
@@ -58,10 +77,12 @@ class LoadedHead:
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Tokenize the whole list at once: (ids (n, W) padded, lengths (n,))."""
         if self.spec.arch == "textcnn":
-            return self.vocab.encode(texts, self.max_length, min_width=self.model.min_width)
+            return self.vocab.encode(texts, self.max_length, min_width=self.min_width)
         return encode_with_tokenizer(self.tokenizer, texts, self.max_length)
 
     def _logits(self, ids: torch.Tensor, lengths: torch.Tensor, tables) -> torch.Tensor:
+        if self.forward is not None:  # onnxruntime: the same padded batch in, logits out
+            return torch.from_numpy(self.forward(ids.numpy(), lengths.numpy()))
         if self.spec.arch == "textcnn":
             return self.model(ids, lengths, tables)
         mask = (torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]).long()
@@ -124,18 +145,20 @@ class LoadedHead:
             return out
         batch_size = max(1, int(batch_size))
         ids, lengths = self.encode(texts) if tokenize == "batch" else self._encode_one_by_one(texts)
-        min_width = self.model.min_width if self.spec.arch == "textcnn" else 1
+        min_width = self.min_width
         if padding == "max":
             full = np.zeros((n, max(self.max_length, min_width, ids.shape[1])), dtype=ids.dtype)
             full[:, :ids.shape[1]] = ids
             ids = full
         rows = np.argsort(-lengths, kind="stable") if order == "length" else np.arange(n)
-        was_training = self.model.training
-        self.model.eval()
+        was_training = self.model is not None and self.model.training
+        if self.model is not None:
+            self.model.eval()
         try:
             with _GRAD_MODES[grad](), self._autocast(autocast):
                 tables = None
-                if self.spec.arch == "textcnn" and int(lengths.sum()) >= 2 * len(self.vocab):
+                if (self.forward is None and self.spec.arch == "textcnn"
+                        and int(lengths.sum()) >= 2 * len(self.vocab)):
                     # whole-vocab gather tables pay off once the call has more tokens than the
                     # vocab; small calls build per-batch tables from the ids they contain
                     tables = self.model.precompute_tables()
@@ -173,18 +196,28 @@ class LoadedHead:
 
     def __repr__(self) -> str:
         return (f"LoadedHead(head={self.spec.head!r}, arch={self.spec.arch!r}, labels={len(self.spec.labels)}, "
-                f"version={self.spec.version!r}, device={self.device})")
+                f"version={self.spec.version!r}, device={self.device}, runtime={self.runtime})")
 
 
-def load_head(path: str | os.PathLike, device: str | None = None) -> LoadedHead:
+def load_head(path: str | os.PathLike, device: str | None = None, runtime: str | None = None) -> LoadedHead:
     """Load a head directory for inference (device None: cuda if available, else cpu).
+
+    `runtime`: None follows the sidecar's "runtime" key (absent: torch); "torch" or "onnx" force
+    one (the bench and `tagger export-onnx` compare the two on one directory). "onnx" applies to
+    textcnn and bert heads on the CPU: the forward pass runs in an onnxruntime session on
+    <path>/model.onnx (models/onnx_runtime.py; onnxruntime is imported only then); on a CUDA
+    device the head loads with torch.
 
     `path`: a directory written by training (textcnn or bert), an ensemble directory, or a Hugging
     Face sequence-classification checkpoint. Returns a LoadedHead (an EnsembleHead for an ensemble)
     in eval mode whose predict_proba gives (n, L) float32 scores. Raises ArtifactError when the
     directory is missing, the sidecar is invalid (read_spec), the weights are missing, pickled,
     sharded or truncated, the vocabulary/config/tokenizer is missing or unreadable, the weights'
-    shapes disagree with the labels or vocabulary, or an ensemble's members are invalid."""
+    shapes disagree with the labels or vocabulary, or an ensemble's members are invalid; for the onnx
+    runtime, when model.onnx is missing or unreadable or onnxruntime is not installed. Raises
+    ValueError for another `runtime`."""
+    if runtime not in (None, "torch", "onnx"):
+        raise ValueError(f"load_head: runtime={runtime!r}, expected None, 'torch' or 'onnx'")
     d = Path(path)
     if not d.is_dir():
         raise ArtifactError(d, None, "directory does not exist",
@@ -195,19 +228,21 @@ def load_head(path: str | os.PathLike, device: str | None = None) -> LoadedHead:
         from .spec import member_dirs, validate_ensemble
 
         validate_ensemble(d, spec)
-        return EnsembleHead(spec, [load_head(m, device=device) for m in member_dirs(d, spec)], path=str(d))
+        return EnsembleHead(spec, [load_head(m, device=device, runtime=runtime) for m in member_dirs(d, spec)],
+                            path=str(d))
     shapes = check_weights(d)
     if spec.arch == "linear":  # numpy only: no torch model, no device
         from .linear import load_linear
 
         return load_linear(d, spec, shapes)
     dev = _default_device(device)
+    onnx = (runtime or spec.extra.get("runtime") or "torch") == "onnx" and dev.type == "cpu"
     if spec.arch == "textcnn":
-        return _load_textcnn(d, spec, shapes, dev)
-    return _load_bert(d, spec, shapes, dev)
+        return _load_textcnn(d, spec, shapes, dev, onnx)
+    return _load_bert(d, spec, shapes, dev, onnx)
 
 
-def _load_textcnn(d: Path, spec: HeadSpec, shapes: dict, device: torch.device) -> LoadedHead:
+def _load_textcnn(d: Path, spec: HeadSpec, shapes: dict, device: torch.device, onnx: bool = False) -> LoadedHead:
     from safetensors.torch import load_file
 
     from .textcnn import DEFAULT_HPARAMS, build_textcnn
@@ -246,6 +281,11 @@ def _load_textcnn(d: Path, spec: HeadSpec, shapes: dict, device: torch.device) -
     if emb[0] != len(vocab):
         raise ArtifactError(d, VOCAB, f"has {len(vocab)} entries but {WEIGHTS} embedding.weight has {emb[0]} rows",
                             "use the vocab.txt that was written with these weights", key="embedding.weight")
+    if onnx:  # the weights' shapes were checked above; the graph carries the weights
+        from .onnx_runtime import OnnxForward, open_session
+
+        forward = OnnxForward(open_session(d), min_width=max(int(k) for k in hp["kernel_sizes"]))
+        return LoadedHead(spec, None, torch.device("cpu"), vocab=vocab, path=str(d), forward=forward)
     model = build_textcnn(len(vocab), L, hp)
     try:
         state = load_file(str(d / WEIGHTS))
@@ -258,7 +298,7 @@ def _load_textcnn(d: Path, spec: HeadSpec, shapes: dict, device: torch.device) -
     return LoadedHead(spec, model, device, vocab=vocab, path=str(d))
 
 
-def _load_bert(d: Path, spec: HeadSpec, shapes: dict, device: torch.device) -> LoadedHead:
+def _load_bert(d: Path, spec: HeadSpec, shapes: dict, device: torch.device, onnx: bool = False) -> LoadedHead:
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from .bert_head import n_outputs, output_mode
@@ -283,6 +323,16 @@ def _load_bert(d: Path, spec: HeadSpec, shapes: dict, device: torch.device) -> L
         raise ArtifactError(d, WEIGHTS, f"{cls_keys[0]} has {shapes[cls_keys[0]][0]} outputs but config.json "
                             f"says num_labels={config.num_labels}", "re-export config and weights together "
                             "with save_pretrained", key=cls_keys[0])
+    if onnx:
+        from .onnx_runtime import OnnxForward, open_session
+
+        forward = OnnxForward(open_session(d))
+        tokenizer = _load_tokenizer(d, config)
+        max_length = min(int(spec.max_length), _position_cap(config))
+        if max_length != spec.max_length:
+            spec = HeadSpec(**{**spec.__dict__, "max_length": max_length})
+        return LoadedHead(spec, None, torch.device("cpu"), tokenizer=tokenizer, output=mode, path=str(d),
+                          forward=forward)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per worker is noise in the job's log

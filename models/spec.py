@@ -12,6 +12,8 @@ linear:   tagger_head.json, model.safetensors (coef, intercept, idf), linear_voc
 ensemble: tagger_head.json only, with `combine` and `members` (see models/ensemble.py)
 A head that reads words (textcnn or linear, `text.tokenizer` word | char+word) also carries the team
 dictionary, dictionary.txt (models/words.py).
+A textcnn or bert head may carry model.onnx (`tagger export-onnx`) and the sidecar key
+`"runtime": "onnx"`: it is then scored with onnxruntime (models/onnx_runtime.py); absent = torch.
 A foreign HF sequence-classification directory without a sidecar loads as-is (labels from
 config.id2label, thresholds 0.5, max_length from the tokenizer, capped at 512).
 
@@ -43,6 +45,9 @@ ARCHS = ("textcnn", "bert", "linear", "ensemble")  # linear: models/linear.py; e
 # Files besides the weights that decide a head's scores: their bytes are in the model version too.
 SCORING_FILES = ("linear_vocab.json", "word_vocab.json", "dictionary.txt")
 COMBINE = ("intersection", "union", "mean")  # how an ensemble combines its members' scores
+ONNX_FILE = "model.onnx"  # the forward pass as an ONNX graph (models/onnx_runtime.py)
+RUNTIMES = ("torch", "onnx")  # the sidecar's optional "runtime" key; absent = torch
+ONNX_ARCHS = ("textcnn", "bert")  # the archs with an ONNX export
 MAX_HF_LENGTH = 512
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 _CORE_KEYS = ("format_version", "head", "arch", "labels", "thresholds", "enabled", "max_length", "version")
@@ -135,7 +140,8 @@ class HeadSpec:
         """Return None if the spec is usable; else raise ArtifactError naming `directory`/`file` and
         the key: empty head, unknown arch, labels not a non-empty list of distinct non-empty strings,
         thresholds not one number in [0, 1] per label, enabled not one bool per label, max_length
-        not a positive int, version not a string, a bad decision block or disabled_reasons."""
+        not a positive int, version not a string, a bad decision block or disabled_reasons, a
+        runtime other than torch/onnx (onnx on a linear or ensemble head)."""
         def bad(key, problem, fix):
             raise ArtifactError(directory, file, problem, fix, key=key)
 
@@ -165,6 +171,13 @@ class HeadSpec:
         if not isinstance(self.extra, dict):
             bad("extra", "must be a dict", "pass a dict")
         validate_decision(self.extra.get("decision"), L, bad)
+        runtime = self.extra.get("runtime")
+        if runtime is not None and runtime not in RUNTIMES:
+            bad("runtime", f"must be one of {list(RUNTIMES)}, got {runtime!r}",
+                "write \"runtime\": \"onnx\" (with model.onnx from tagger export-onnx) or drop the key (torch)")
+        if runtime == "onnx" and self.arch not in ONNX_ARCHS:
+            bad("runtime", f"\"onnx\" is for {list(ONNX_ARCHS)} heads, this one is {self.arch!r}",
+                "drop the key: a linear head is numpy already, an ensemble takes its members' runtimes")
         reasons = self.extra.get("disabled_reasons")
         if reasons is not None and (not isinstance(reasons, dict)
                                     or not all(isinstance(k, str) and isinstance(v, str) for k, v in reasons.items())):
@@ -193,7 +206,8 @@ def artifact_version(path: str | os.PathLike, spec: HeadSpec | None = None) -> s
     thresholds, switches and decision block and the bytes of the weights file that will be loaded
     (weights_digest) and of the other files that decide scores (SCORING_FILES), and for an ensemble its members' as well: a recalibrated head (or member), or
     a model.safetensors replaced in place, is a new model version, and a reused Python worker
-    reloads it. Raises ArtifactError for a missing weights file."""
+    reloads it. A head on the onnx runtime adds "+onnx" and the digest of model.onnx. Raises
+    ArtifactError for a missing weights file, or a missing model.onnx when the sidecar asks for it."""
     spec = spec or read_spec(path)
     digest = spec.decision_digest()
     if spec.arch != "ensemble":
@@ -204,6 +218,12 @@ def artifact_version(path: str | os.PathLike, spec: HeadSpec | None = None) -> s
         for name in SCORING_FILES:  # a vocabulary or dictionary replaced in place is a new version too
             if (directory / name).is_file():
                 digest = f"{digest}+{weights_digest(directory / name)[:8]}"
+        if spec.extra.get("runtime") == "onnx":  # another backend is another model version (worker cache key)
+            if not (directory / ONNX_FILE).is_file():
+                raise ArtifactError(directory, ONNX_FILE, "the sidecar asks for \"runtime\": \"onnx\" but the file "
+                                    "is missing", f"run `tagger export-onnx --model {directory}` (writes it), or drop "
+                                    "\"runtime\" from the sidecar", key="runtime")
+            digest = f"{digest}+onnx{weights_digest(directory / ONNX_FILE)[:8]}"
     if spec.arch == "ensemble":
         directory = _dir_and_sidecar(path)[0]
         validate_ensemble(directory, spec)  # at job start, not later on a Spark worker

@@ -65,6 +65,32 @@ def test_no_package_imports_across_the_house_plan():
     assert _crossings() == []
 
 
+def test_onnxruntime_is_imported_only_inside_the_onnx_backends_functions():
+    """The job's hot path imports onnxruntime only when a head's sidecar asks for it: on the job's
+    side (tagger.udfs, tagger.models, tagger.job, tagger.ops) only models/onnx_runtime.py names it,
+    and only inside functions (loading.py reaches that module inside its loaders, when the runtime
+    is onnx). Break: `import onnxruntime` at the top of models/loading.py or udfs/tagging.py.
+    tests/models/test_onnx_runtime.py checks the same at run time on a loaded head."""
+    job = ("tagger.job", "tagger.udfs", "tagger.models", "tagger.ops", "tagger.config")
+    bad = []
+    for module, path in _modules():
+        if not any(module == p or module.startswith(p + ".") for p in job):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {n.module if isinstance(n, ast.ImportFrom) else a.name for n in tree.body
+               if isinstance(n, (ast.Import, ast.ImportFrom)) for a in getattr(n, "names", [])}
+        for name in _imports(path, module):
+            root = (name or "").split(".")[0]
+            if root in ("onnxruntime", "onnx") and module != "tagger.models.onnx_runtime":
+                bad.append(f"{path.relative_to(REPO)} imports {name}")
+        for name in top:
+            if name and (name.split(".")[0] in ("onnxruntime", "onnx") or name == "tagger.models.onnx_runtime"):
+                bad.append(f"{path.relative_to(REPO)} imports {name} at module level")
+            elif name == "onnx_runtime" or (name or "").endswith(".onnx_runtime"):
+                bad.append(f"{path.relative_to(REPO)} imports {name} at module level")
+    assert bad == []
+
+
 def test_no_generic_top_level_names_are_imported():
     """Only the installed names: `models.x`, `udfs.x` or `jobs.x` would pick up whatever else on
     the path is so named."""

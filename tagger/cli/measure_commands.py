@@ -36,9 +36,23 @@ BERT_GATE_SHARE = 0.15  # docs/domain.md: 新车资讯 is 10-20% of items; rando
               help="bert-base: tokens per text (default: the config's BERT head max_length, else 128).")
 @click.option("--gate-share", type=click.FloatRange(0.0, 1.0), default=BERT_GATE_SHARE, show_default=True,
               help="bert-base: share of items the random gate passes (its threshold is set from a sample).")
+@click.option("--onnx-trial", is_flag=True,
+              help="Run only the ONNX Runtime trial (no Spark variants): torch against onnxruntime for each demo "
+                   "head, the demo cascade and a random-weight bert-base head; speed, batch independence, tag "
+                   "agreement and the verdict (docs/speed.md). Needs the onnx extra.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="--onnx-trial: torch and onnxruntime threads (the same on both sides).")
+@click.option("--head-items", type=click.IntRange(min=10), default=2000, show_default=True,
+              help="--onnx-trial: texts each demo head scores alone per run.")
+@click.option("--bert-items", type=click.IntRange(min=2), default=64, show_default=True,
+              help="--onnx-trial: texts the bert-base head scores per run (about 3 per second on 2 cores).")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="--onnx-trial: alternating torch/onnxruntime runs per measurement (the median is reported).")
+@click.option("--bert-dir", type=click.Path(file_okay=False), default=None,
+              help="--onnx-trial: where to build (or reuse) the bert-base head (default: a temp dir).")
 @click.pass_context
 def bench_command(ctx, n_items, model, fmt, out_path, skip_floors, extras, floor_items, models_dir, config_path, seed,
-                  max_length, gate_share):
+                  max_length, gate_share, onnx_trial, threads, head_items, bert_items, repeats, bert_dir):
     from tagger.config import ConfigError, load_config
     from tagger.measure.bench import emit_report, format_text, run_bench
     from tagger.models.spec import ArtifactError
@@ -46,6 +60,22 @@ def bench_command(ctx, n_items, model, fmt, out_path, skip_floors, extras, floor
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parent = ctx.find_root().obj if ctx.find_root() is not ctx else None
     path = config_path or (parent or {}).get("config")
+    if onnx_trial:
+        try:
+            from tagger.measure.onnx_trial import emit, run_onnx_trial
+
+            cfg = load_config(path)
+            report = run_onnx_trial(cfg, n_items, models_dir, bert_items=bert_items, head_items=head_items,
+                                    repeats=repeats, threads=threads, max_length=max_length, seed=seed,
+                                    bert_dir=bert_dir)
+        except ImportError as exc:
+            click.echo(f"Error: {exc}. The ONNX trial needs the onnx extra: pip install 'tagger[onnx]'", err=True)
+            sys.exit(3)
+        except (ConfigError, ArtifactError) as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(3)
+        click.echo(emit(report, fmt, out_path))
+        return
     try:
         cfg = load_config(path)
         report = run_bench(cfg, n_items, model, models_dir, floor_items, skip_floors, extras=extras, seed=seed,

@@ -1,5 +1,5 @@
 """The model commands, for the people who train and tune heads: `tagger train`, `tagger split`,
-`tagger evaluate`, `tagger calibrate` and `tagger ensemble`.
+`tagger evaluate`, `tagger calibrate`, `tagger ensemble` and `tagger export-onnx`.
 
 evaluate, calibrate and ensemble work on head artifacts against the team's labelled files.
 
@@ -439,3 +439,31 @@ def embeddings_command(ctx, start, end, out, tokenizer, dictionary, dim, min_cou
             _fail(exc)
 
     guarded(work)
+
+
+@click.command("export-onnx", short_help="Export a head to ONNX (fp32) and score it with onnxruntime.")
+@click.option("--model", "model", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A textcnn or bert head directory (written there: model.onnx, and the sidecar's runtime key).")
+@click.option("--enable/--no-enable", default=True, show_default=True,
+              help="Set \"runtime\": \"onnx\" in the sidecar (the job, evaluate and calibrate then score the head "
+                   "with onnxruntime); --no-enable writes model.onnx only.")
+def export_onnx_command(model, enable):
+    """Export the head's forward pass to DIR/model.onnx (torch.onnx, fp32, dynamic batch and width),
+    check onnxruntime's scores against torch's on probe texts (max |diff| <= 1e-4, alone and in
+    batches), and with --enable point the sidecar at it ("runtime": "onnx"). The head's model
+    version then changes (the digest covers model.onnx), so reused workers reload it. Needs the
+    `onnx` extra (pip install 'tagger[onnx]'). Not the default: see the ONNX Runtime trial in
+    docs/speed.md. To go back: delete "runtime" from tagger_head.json.
+
+    \b
+    Example:
+      tagger export-onnx --model models/p1
+      tagger evaluate --model models/p1 --data test.jsonl
+    """
+    from tagger.models.onnx_runtime import export_onnx
+    from tagger.models.spec import ArtifactError
+
+    try:
+        export_onnx(model, enable=enable, log=click.echo)
+    except ArtifactError as exc:
+        _fail(exc, EXIT_ARTIFACT)

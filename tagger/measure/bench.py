@@ -339,7 +339,7 @@ def quantize_int8(tagger) -> None:
 
         for _, head in tagger.heads:
             for member in getattr(head, "members", None) or [head]:
-                if hasattr(member, "model"):  # a linear head (numpy) has no torch model to quantize
+                if getattr(member, "model", None) is not None:  # linear (numpy) and onnx heads have no torch model
                     member.model = quantize_dynamic(member.model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
