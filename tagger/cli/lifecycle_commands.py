@@ -229,7 +229,8 @@ def shadow_command(ctx, run_date, head, candidate, top):
     taken. Prints per tag both rates and their agreement (items tagged by both / by either), then the
     --top items per tag with the largest score difference. A gated head's candidate runs on the rows
     the gate passed; a gate candidate re-runs the heads below it, and their tags are compared too.
-    Cost: about twice the job's tag stage for the date.
+    Cost: less than a job run of the date (one read, the models twice; 33 s against 53 s on the demo's
+    4,000-item day).
 
     \b
     Example:
