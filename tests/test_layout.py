@@ -65,20 +65,26 @@ def test_no_package_imports_across_the_house_plan():
     assert _crossings() == []
 
 
+JOB_PACKAGES = ("tagger.job", "tagger.udfs", "tagger.models", "tagger.ops", "tagger.config")
+
+
+def _job_modules():
+    """(module, path, names imported at module level) of every module on the daily job's side."""
+    for module, path in _modules():
+        if any(module == p or module.startswith(p + ".") for p in JOB_PACKAGES):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            yield module, path, {n.module if isinstance(n, ast.ImportFrom) else a.name for n in tree.body
+                                 if isinstance(n, (ast.Import, ast.ImportFrom)) for a in getattr(n, "names", [])}
+
+
 def test_onnxruntime_is_imported_only_inside_the_onnx_backends_functions():
     """The job's hot path imports onnxruntime only when a head's sidecar asks for it: on the job's
     side (tagger.udfs, tagger.models, tagger.job, tagger.ops) only models/onnx_runtime.py names it,
     and only inside functions (loading.py reaches that module inside its loaders, when the runtime
     is onnx). Break: `import onnxruntime` at the top of models/loading.py or udfs/tagging.py.
     tests/models/test_onnx_runtime.py checks the same at run time on a loaded head."""
-    job = ("tagger.job", "tagger.udfs", "tagger.models", "tagger.ops", "tagger.config")
     bad = []
-    for module, path in _modules():
-        if not any(module == p or module.startswith(p + ".") for p in job):
-            continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        top = {n.module if isinstance(n, ast.ImportFrom) else a.name for n in tree.body
-               if isinstance(n, (ast.Import, ast.ImportFrom)) for a in getattr(n, "names", [])}
+    for module, path, top in _job_modules():
         for name in _imports(path, module):
             root = (name or "").split(".")[0]
             if root in ("onnxruntime", "onnx") and module != "tagger.models.onnx_runtime":
@@ -115,14 +121,8 @@ def test_the_job_reaches_mlflow_only_through_a_models_uri():
     is imported inside build_spec when a head path is models:/... (tagger/job/tag.py), so a config of
     directories never loads it. Break: `from tagger.lifecycle.registry import resolve_heads` at the
     top of tagger/job/tag.py, or `import mlflow` anywhere in tagger/job/."""
-    job = ("tagger.job", "tagger.udfs", "tagger.models", "tagger.ops", "tagger.config")
     bad = []
-    for module, path in _modules():
-        if not any(module == p or module.startswith(p + ".") for p in job):
-            continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        top = {n.module if isinstance(n, ast.ImportFrom) else a.name for n in tree.body
-               if isinstance(n, (ast.Import, ast.ImportFrom)) for a in getattr(n, "names", [])}
+    for module, path, top in _job_modules():
         for name in _imports(path, module):
             if name and name.split(".")[0] in ("mlflow", "cleanlab"):
                 bad.append(f"{path.relative_to(REPO)} imports {name}")

@@ -243,6 +243,10 @@ def shadow_command(ctx, run_date, head, candidate, top):
     from tagger.lifecycle.shadow import compared_heads, format_shadow, run_shadow
 
     guarded(lambda: compared_heads(cfg, head))  # an unknown head before Spark starts
+    from tagger.lifecycle.uris import is_registry_uri
+
+    if is_registry_uri(candidate) or any(is_registry_uri(h.path) for h in cfg.heads):
+        _registry()  # mlflow missing or the store unreachable: one line and exit 3, before Spark starts
     spark = session(cfg, "tagger-shadow")
     result = guarded(lambda: run_shadow(spark, cfg, run_date, head, candidate, top, log=click.echo))
     click.echo(format_shadow(result))

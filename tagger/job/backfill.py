@@ -118,9 +118,9 @@ def _run_pass(spark: SparkSession, cfg: Config, days: list[PreparedDate], result
             return
         stages.start("extract_normalize")
         per_day = {day.run_date: day.normalized(cfg) for day in held}
-        items = _union([df.withColumn(RUN_DATE, F.lit(d)) for d, (df, _) in per_day.items()])
+        items = _union([n.items.withColumn(RUN_DATE, F.lit(d)) for d, n in per_day.items()])
         selected = _union([day.selected_items().withColumn(RUN_DATE, F.lit(day.run_date)) for day in held])
-        counts = _counts_by_date(items, _union([q.withColumn(RUN_DATE, F.lit(d)) for d, (_, q) in per_day.items()]),
+        counts = _counts_by_date(items, _union([n.quarantine.withColumn(RUN_DATE, F.lit(d)) for d, n in per_day.items()]),
                                  selected)
         stages.start("tag")
         tagged, loads = tag_items(spark, cfg, items, held[0].spec, held[0].run_id, carry=(RUN_DATE,))
@@ -139,11 +139,11 @@ def _run_pass(spark: SparkSession, cfg: Config, days: list[PreparedDate], result
                               .withColumn("run_id", F.lit(day.run_id)).persist(StorageLevel.MEMORY_AND_DISK))
                 day_counts = {**counts.get(d, dict(selected=0, items=0, quarantine=0, dropped=0)),
                               "tagged": tagged_rows.get(d, 0)}
-                summary = finish(spark, cfg, day, day_tagged, per_day[d][1], day_counts, loads, day_stages)
+                summary = finish(spark, cfg, day, day_tagged, per_day[d].quarantine, day_counts, loads, day_stages)
                 summary.stage_seconds = {**{f"pass_{k}": round(v, 2) for k, v in shared.items()},
                                          **summary.stage_seconds}
                 summary.stage_seconds["total"] = round(time.perf_counter() - day_t0 + sum(shared.values()), 2)
-                yield record_run(spark, cfg, summary, day, [day_tagged, *per_day[d]])
+                yield record_run(spark, cfg, summary, day, [day_tagged, *per_day[d].frames])
             except Exception as exc:
                 result.failed[d] = exc
                 if isinstance(exc, AuditRefused):

@@ -27,9 +27,17 @@ CREATE_TIME = r"^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}:\d{2}(\.\d+)?)?$"
 
 @dataclass
 class Normalized:
-    """What normalize returns: two lazy DataFrames, the items to tag and the quarantined rows."""
+    """What normalize returns: two lazy DataFrames, the items to tag and the quarantined rows, and the
+    intermediate DataFrames normalize persisted so that both share them (empty unless cache=True;
+    unpersist them when done)."""
     items: DataFrame  # ITEM_COLUMNS, one row per usable itemid
     quarantine: DataFrame  # QUARANTINE_COLUMNS
+    cached: tuple[DataFrame, ...] = ()
+
+    @property
+    def frames(self) -> tuple[DataFrame, ...]:
+        """items, quarantine and the cached intermediates: everything to unpersist when done."""
+        return (self.items, self.quarantine, *self.cached)
 
 
 def _quarantine(df: DataFrame, itemid: Column, source: str, scope: str, reason: Column, raw: Column) -> DataFrame:
@@ -78,18 +86,22 @@ def dedupe_pool(pool: DataFrame) -> tuple[DataFrame, DataFrame]:
 
 
 def latest_speech(rows: DataFrame, videos: DataFrame, source: str, fields: Sequence[str],
-                  paths: Sequence[str] | None = None) -> tuple[DataFrame, DataFrame]:
+                  paths: Sequence[str] | None = None, persist=None) -> tuple[DataFrame, DataFrame]:
     """Parse ASR/OCR rows of the run's videos; keep the latest usable row per video.
 
     `rows`: id, video_id, raw, dt. `videos`: the run's video itemids (column itemid). `source`:
     'asr' or 'ocr'; `fields`: the object fields holding the text (text.speech_text_fields).
     Returns (latest: video_id, <source>_text, one row per video with usable speech, the newest dt
     then id winning; bad: QUARANTINE_COLUMNS rows, scope 'row', reason '<source>_<parse error>').
-    Rows of videos outside this run are ignored here: they are another day's concern.
+    Rows of videos outside this run are ignored here: they are another day's concern. `persist`,
+    when given, is called on the parsed rows (both results read them: without it each parses every
+    payload again).
     """
     parse = speech_parser(paths, fields)
     mine = rows.join(videos.select(F.col("itemid").alias("video_id")), "video_id", "left_semi")
     parsed = mine.withColumn("_p", parse("raw"))
+    if persist is not None:
+        parsed = persist(parsed)
     bad = _quarantine(parsed.filter(F.col("_p.error").isNotNull()), F.col("video_id"), source, "row",
                       F.concat(F.lit(f"{source}_"), F.col("_p.error")), F.col("raw"))
     usable = parsed.filter(F.col("_p.error").isNull() & F.col("_p.text").isNotNull())
@@ -117,7 +129,7 @@ def build_doc_text(title: Column, summary: Column, ocr: Column, asr: Column, tex
     return doc_text(title, summary, ocr, asr)
 
 
-def normalize(pool: DataFrame, asr: DataFrame, ocr: DataFrame, text: TextConf) -> Normalized:
+def normalize(pool: DataFrame, asr: DataFrame, ocr: DataFrame, text: TextConf, cache: bool = False) -> Normalized:
     """The run's items ready to tag, and every source row that could not be used (lazy, pure).
 
     pool: a DataFrame with itemid, title, summary, dtype, create_time (as extract returns it);
@@ -126,11 +138,25 @@ def normalize(pool: DataFrame, asr: DataFrame, ocr: DataFrame, text: TextConf) -
     doc_text; quarantine: QUARANTINE_COLUMNS = itemid, source, scope, reason, raw_excerpt (first
     EXCERPT_CHARS characters)). Bad data never raises: it is quarantined (see dedupe_pool,
     latest_speech; also malformed_create_time rows and empty_text items). A missing input column
-    raises pyspark's AnalysisException."""
+    raises pyspark's AnalysisException.
+
+    `cache=True` (what the job uses: it computes both results) persists, memory and disk, the parsed
+    speech rows and the joined items with their doc_text, which items and quarantine both read:
+    without it, computing both parses every ASR/OCR payload and builds every doc_text twice. They
+    are listed in Normalized.cached for the caller to unpersist."""
+    cached: list[DataFrame] = []
+
+    def persist(df: DataFrame) -> DataFrame:
+        from pyspark import StorageLevel
+
+        cached.append(df.persist(StorageLevel.MEMORY_AND_DISK))
+        return df
+
+    keep = persist if cache else None
     items, pool_bad = dedupe_pool(pool)
     videos = items.filter(F.col("dtype") == VIDEO_DTYPE).select("itemid")
-    asr_text, asr_bad = latest_speech(asr, videos, "asr", text.speech_text_fields, text.paths("asr"))
-    ocr_text, ocr_bad = latest_speech(ocr, videos, "ocr", text.speech_text_fields, text.paths("ocr"))
+    asr_text, asr_bad = latest_speech(asr, videos, "asr", text.speech_text_fields, text.paths("asr"), keep)
+    ocr_text, ocr_bad = latest_speech(ocr, videos, "ocr", text.speech_text_fields, text.paths("ocr"), keep)
     joined = (items
               .join(asr_text.withColumnRenamed("video_id", "itemid"), "itemid", "left")
               .join(ocr_text.withColumnRenamed("video_id", "itemid"), "itemid", "left")
@@ -138,6 +164,8 @@ def normalize(pool: DataFrame, asr: DataFrame, ocr: DataFrame, text: TextConf) -
                                                      F.col("asr_text"), text))
               .withColumn("has_asr", F.col("asr_text").isNotNull())
               .withColumn("has_ocr", F.col("ocr_text").isNotNull()))
+    if cache:
+        joined = persist(joined)
     # The team's filter compares create_time as a string, so 'garbage' >= '2024-01-05' selects a
     # row: it is tagged like any selected item, and flagged here for the source's owners.
     odd_time = _quarantine(items.filter(~F.col("create_time").rlike(CREATE_TIME)), F.col("itemid"), "pool", "row",
@@ -148,4 +176,4 @@ def normalize(pool: DataFrame, asr: DataFrame, ocr: DataFrame, text: TextConf) -
                         _row_as_text("itemid", "title", "summary", "dtype", "create_time"))
     usable = joined.filter(F.col("doc_text") != "").select(*ITEM_COLUMNS)
     quarantine = pool_bad.unionByName(odd_time).unionByName(asr_bad).unionByName(ocr_bad).unionByName(empty)
-    return Normalized(items=usable, quarantine=quarantine)
+    return Normalized(items=usable, quarantine=quarantine, cached=tuple(cached))

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from tagger.config import Config
 from tagger.job.audit import AuditRefused, check_invariant, outcome, run_audits
 from tagger.job.extract import Sources, check_inputs, extract, input_digest
-from tagger.job.normalize import normalize
+from tagger.job.normalize import Normalized, normalize
 from tagger.job.publish import (publish, published_version, record_version, recorded_input_digest, repair,
                                 stage)
 from tagger.job.stats import daily_stats, published_history, write_daily_stats
@@ -45,14 +45,15 @@ def run_date(spark: SparkSession, cfg: Config, run_date: str, log=print) -> RunS
         stages.start("prepare")
         day = prepare(spark, cfg, run_date)
         stages.start("extract_normalize")
-        items, quarantine = day.normalized(cfg)
+        norm = day.normalized(cfg)
+        items, quarantine = norm.items, norm.quarantine
         counts = count_items(items, quarantine, day.selected_items())
         stages.start("tag")
         tagged, loads = tag_items(spark, cfg, items, day.spec, day.run_id)
         counts["tagged"] = tagged.count()
         summary = finish(spark, cfg, day, tagged, quarantine, counts, loads, stages)
         summary.stage_seconds["total"] = round(time.perf_counter() - t0, 2)
-        return record_run(spark, cfg, summary, day, [items, quarantine, tagged])
+        return record_run(spark, cfg, summary, day, [*norm.frames, tagged])
 
 
 @dataclass
@@ -71,11 +72,13 @@ class PreparedDate:
     repaired: str | None
     started_at: str
 
-    def normalized(self, cfg: Config) -> tuple[DataFrame, DataFrame]:
-        """(items, quarantine) of tagger.job.normalize.normalize, persisted (memory and disk)."""
-        norm = normalize(self.sources.pool, self.sources.asr, self.sources.ocr, cfg.text)
-        return (norm.items.persist(StorageLevel.MEMORY_AND_DISK),
-                norm.quarantine.persist(StorageLevel.MEMORY_AND_DISK))
+    def normalized(self, cfg: Config) -> Normalized:
+        """tagger.job.normalize.normalize's items and quarantine, persisted (memory and disk), with the
+        intermediates they share persisted too (cache=True: payloads parsed once); unpersist
+        `.frames` when done."""
+        norm = normalize(self.sources.pool, self.sources.asr, self.sources.ocr, cfg.text, cache=True)
+        return Normalized(norm.items.persist(StorageLevel.MEMORY_AND_DISK),
+                          norm.quarantine.persist(StorageLevel.MEMORY_AND_DISK), norm.cached)
 
     def selected_items(self) -> DataFrame:
         """The distinct non-null item ids the team's filter selected (one column, itemid)."""

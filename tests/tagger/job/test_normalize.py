@@ -1,5 +1,6 @@
 """normalize() on small hand-made DataFrames in a real SparkSession."""
 import json
+import re
 
 import pytest
 
@@ -96,3 +97,43 @@ def test_item_with_no_text_at_all_is_quarantined_as_an_item(spark, title, summar
     items, quarantine = _norm(spark, [("e", title, summary, "yichehao_news", "2024-01-05 08:00:00")])
     assert items == {}
     assert [(q["itemid"], q["scope"], q["reason"].split(":")[0]) for q in quarantine] == [("e", "item", "empty_text")]
+
+
+def _udf_runs(df) -> int:
+    """pandas UDF evaluations (ArrowEvalPython nodes) Spark would run to compute df now: nodes inside
+    the plan of a cached relation (InMemoryRelation) are not run, so they are not counted."""
+    stack, count = [], 0
+    for line in df._jdf.queryExecution().executedPlan().toString().splitlines():
+        first = re.search(r"[A-Za-z*]", line)
+        if not first:
+            continue
+        depth = first.start()
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        if "ArrowEvalPython" in line and not any(cached for _, cached in stack):
+            count += 1
+        stack.append((depth, "InMemoryRelation" in line))
+    return count
+
+
+def test_the_cached_normalize_parses_speech_once_for_items_and_quarantine(spark):
+    """cache=True (the job's): items and quarantine equal the uncached ones, and once items are
+    computed, the quarantine runs no pandas UDF again (parsed payloads and doc_text come from the
+    cache; uncached, it parses every payload and builds every doc_text again). Break: drop the
+    `persist` of the parsed rows in latest_speech, or of the joined items in normalize."""
+    pool = [("v1", "视频", "", "yichehao_video", "2024-01-05 10:00:00"), ("a1", "", "", "news", "2024-01-05")]
+    asr = [(1, "v1", json.dumps(["一行"], ensure_ascii=False), "2024-01-05"), (2, "v1", '["bad', "2024-01-06")]
+    ocr = [(3, "v1", '{"text": 1', "2024-01-05")]
+    args = (_pool(spark, pool), spark.createDataFrame(asr, SPEECH), spark.createDataFrame(ocr, SPEECH), TEXT)
+    plain = normalize(*args)
+    # before anything is cached: Spark reads a cached plan wherever an equal plan occurs
+    assert _udf_runs(plain.quarantine) > 0
+    plain_items, plain_quarantine = sorted(map(tuple, plain.items.collect())), sorted(map(tuple, plain.quarantine.collect()))
+    cached = normalize(*args, cache=True)
+    assert len(cached.cached) == 3 and all(df.is_cached for df in cached.cached)
+    assert sorted(map(tuple, cached.items.collect())) == plain_items
+    assert _udf_runs(cached.quarantine) == 0
+    assert sorted(map(tuple, cached.quarantine.collect())) == plain_quarantine
+    assert len(plain_quarantine) == 3  # the empty a1, the bad ASR row, the bad OCR row
+    for df in cached.frames[2:]:
+        df.unpersist()
