@@ -240,9 +240,9 @@ def shadow_command(ctx, run_date, head, candidate, top):
     from tagger.cli.common import guarded, load_job_config, session
 
     cfg = load_job_config(ctx)
-    from tagger.lifecycle.shadow import compared_heads, format_shadow, run_shadow
+    from tagger.lifecycle.shadow import check_candidate, compared_heads, format_shadow, run_shadow
 
-    guarded(lambda: compared_heads(cfg, head))  # an unknown head before Spark starts
+    guarded(lambda: (compared_heads(cfg, head), check_candidate(candidate)))  # before Spark starts
     from tagger.lifecycle.uris import is_registry_uri
 
     if is_registry_uri(candidate) or any(is_registry_uri(h.path) for h in cfg.heads):

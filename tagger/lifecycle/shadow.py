@@ -52,6 +52,19 @@ def compared_heads(cfg: Config, head: str) -> list[str]:
     return out
 
 
+def check_candidate(candidate: str) -> None:
+    """Raise ConfigError, naming --candidate, unless it is a models:/ URI or a directory holding a head
+    artifact (tagger_head.json)."""
+    from pathlib import Path
+
+    from tagger.lifecycle.uris import is_registry_uri
+
+    if not is_registry_uri(candidate) and not (Path(candidate) / "tagger_head.json").is_file():
+        raise ConfigError(f"--candidate {candidate}: not a head artifact directory (no tagger_head.json there) "
+                          f"nor a registry URI. Fix: a directory written by `tagger train`, or "
+                          f"models:/<name>@<alias> / models:/<name>/<version>.")
+
+
 def with_candidate(cfg: Config, head: str, candidate: str) -> Config:
     """The config with head `head`'s path replaced by `candidate` (a directory or a models:/ URI)."""
     heads = tuple(dataclasses.replace(h, path=candidate) if h.name == head else h for h in cfg.heads)
@@ -228,6 +241,7 @@ def run_shadow(spark: SparkSession, cfg: Config, run_date: str, head: str, candi
 
     started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     heads = compared_heads(cfg, head)
+    check_candidate(candidate)
     check_inputs(spark, cfg, run_date)
     sources = extract(spark, cfg, run_date)
     tag_index = load_tag_index(sources.tag_dim)

@@ -123,3 +123,9 @@ def test_unknown_head_is_one_line_and_exit_3(cfg):
     done = CliRunner().invoke(main, ["--config", str(cfg.source), "shadow", "--date", RUN_DATE, "--head", "p9",
                                      "--candidate", "/nowhere"])
     assert done.exit_code == 3 and "--head p9: not a head" in done.output
+
+
+def test_a_candidate_that_is_no_artifact_is_one_line_and_exit_3(cfg, tmp_path):
+    done = CliRunner().invoke(main, ["--config", str(cfg.source), "shadow", "--date", RUN_DATE, "--head", "p0",
+                                     "--candidate", str(tmp_path)])
+    assert done.exit_code == 3 and f"--candidate {tmp_path}: not a head artifact directory" in done.output
