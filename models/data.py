@@ -1,10 +1,14 @@
 """The team's own labelled data: reading, label order, stratified splits, writing (no Spark).
 
-Two input formats:
+Three input formats:
 * JSON lines: one object per line, ``{"text": "...", "labels": ["a", "b"]}`` (extra keys are
   ignored, ``itemid`` is kept; ``labels`` may be ``[]``; a bare string is one label);
 * PaddleNLP text_classification: ``text<TAB>lab1,lab2`` (split on the last tab; an empty label
-  part means no labels).
+  part means no labels);
+* the team's SFT files (``sft``): ``{"system": "...", "src": "...", "tgt": ...}`` per line, the text in
+  ``src``, the labels in ``tgt`` (one label, a list, or labels joined by ``label_sep``, default ``,``;
+  ``""`` or ``[]``: none), ``system`` kept per example (an LLM head's prompt) and written back by
+  write_jsonl. Auto-detected from a first line with ``src`` and ``tgt`` but no ``text``.
 Blank lines are skipped. Every problem is a `DataError` naming file:line and the fix.
 """
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 
 from .text import clean_text
 
-FORMATS = ("jsonl", "paddle")
+FORMATS = ("jsonl", "paddle", "sft")
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "paddle", ".txt": "paddle"}
 PADDLE_LABEL_SEP = ","
 
@@ -33,14 +37,15 @@ class DataError(ValueError):
 @dataclass
 class Examples:
     """A labelled file as read by read_examples: parallel lists of n texts and their label lists
-    (label names, possibly []), the itemids (or None), the file's path, its format ('jsonl' or
-    'paddle') and its line count. len() is n."""
+    (label names, possibly []), the itemids (or None), the file's path, its format ('jsonl', 'paddle'
+    or 'sft'), its line count and, for SFT files, each example's system text (else None). len() is n."""
     texts: list[str]
     labels: list[list[str]]
     itemids: list | None  # None when no record carries an itemid
     path: str
     format: str
     lines: int  # lines in the file, blank ones included
+    systems: list | None = None  # SFT files: the "system" text per example
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -68,13 +73,16 @@ def _detect(path: Path, lines: list[str], fmt: str) -> str:
             raise DataError(f"unknown format {fmt!r}; use one of auto, {', '.join(FORMATS)}")
         return fmt
     by_ext = _EXTENSIONS.get(path.suffix.lower())
-    if by_ext:
+    if by_ext == "paddle":
         return by_ext
     first = next((ln for ln in lines if ln.strip()), "")
     try:
-        return "jsonl" if isinstance(json.loads(first), dict) else "paddle"
+        rec = json.loads(first)
     except ValueError:
-        return "paddle"
+        rec = None
+    if isinstance(rec, dict):
+        return "sft" if "text" not in rec and {"src", "tgt"} <= set(rec) else "jsonl"
+    return by_ext or "paddle"  # a .jsonl file that does not parse: jsonl, whose errors say why
 
 
 def _clean_labels(raw, where: str) -> list[str]:
@@ -127,25 +135,59 @@ def _parse_paddle(line: str, where: str) -> tuple[str, list[str], object]:
     return text, _clean_labels(names, where), None
 
 
-def read_examples(path: str | os.PathLike, fmt: str = "auto", labels: Sequence[str] | None = None) -> Examples:
-    """Read a labelled data file. fmt "auto": .jsonl/.json -> jsonl, .tsv/.txt -> paddle, else sniffed
-    from the first non-empty line. Texts are normalized as the job normalizes doc_text
-    (tagger.models.text.clean_text). With `labels`, a label outside them is a DataError (see check_labels)."""
+def _parse_sft(line: str, where: str, label_sep: str) -> tuple[str, list[str], object, str]:
+    try:
+        rec = json.loads(line)
+    except ValueError as e:
+        raise DataError(f'{where}: invalid JSON ({e}). Fix: one JSON object per line, '
+                        '{"system": "...", "src": "...", "tgt": "<label>"}.') from None
+    if not isinstance(rec, dict) or not isinstance(rec.get("src"), str) or "tgt" not in rec:
+        keys = ", ".join(rec) if isinstance(rec, dict) else type(rec).__name__
+        raise DataError(f'{where}: an SFT line needs "src" (the text, a string) and "tgt" (the label(s)); got '
+                        f'{keys or "no keys"}. Fix: write {{"system": "...", "src": "...", "tgt": "<label>"}}, or '
+                        'pass --format jsonl for {"text", "labels"} lines.')
+    tgt = rec["tgt"]
+    if isinstance(tgt, str):
+        tgt = [x for x in tgt.split(label_sep)] if tgt.strip() else []
+        if any(not x.strip() for x in tgt):
+            raise DataError(f'{where}: an empty label in "tgt" {rec["tgt"]!r} (separator {label_sep!r}). Fix: '
+                            'separate labels with single separators, or pass --label-sep.')
+    system = rec.get("system")
+    if system is not None and not isinstance(system, str):
+        raise DataError(f'{where}: "system" must be a string. Fix: put the prompt text there, or leave it out.')
+    return rec["src"], _clean_labels(tgt, where), rec.get("itemid"), system
+
+
+def read_examples(path: str | os.PathLike, fmt: str = "auto", labels: Sequence[str] | None = None,
+                  label_sep: str = PADDLE_LABEL_SEP) -> Examples:
+    """Read a labelled data file. fmt "auto": .tsv/.txt -> paddle; otherwise sniffed from the first
+    non-empty line: an object with "src" and "tgt" (no "text") -> sft, another object -> jsonl, else
+    jsonl for a .jsonl/.json file and paddle for any other. `label_sep` splits an SFT line's "tgt" string into labels. Texts are normalized as the job
+    normalizes doc_text (tagger.models.text.clean_text). Returns Examples (systems set for sft).
+    Raises DataError naming file:line and the fix; with `labels`, a label outside them is a DataError
+    (see check_labels)."""
+    if not label_sep:
+        raise DataError("--label-sep is empty. Fix: give the string that joins labels in \"tgt\", e.g. ',' or '|'.")
     p = Path(path)
     lines = _read_lines(p)
     fmt = _detect(p, lines, fmt)
-    parse = _parse_jsonl if fmt == "jsonl" else _parse_paddle
-    texts, label_lists, itemids = [], [], []
+    texts, label_lists, itemids, systems = [], [], [], []
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        text, labs, itemid = parse(line, f"{p}:{i}")
+        where = f"{p}:{i}"
+        if fmt == "sft":
+            text, labs, itemid, system = _parse_sft(line, where, label_sep)
+            systems.append(system)
+        else:
+            text, labs, itemid = (_parse_jsonl if fmt == "jsonl" else _parse_paddle)(line, where)
         texts.append(clean_text(text))  # the job's normalization: training and serving see the same text
         label_lists.append(labs)
         itemids.append(itemid)
     if not texts:
         raise DataError(f"{p}: no examples (the file is empty or blank). Fix: point at the labelled data file.")
-    ex = Examples(texts, label_lists, itemids if any(x is not None for x in itemids) else None, str(p), fmt, len(lines))
+    ex = Examples(texts, label_lists, itemids if any(x is not None for x in itemids) else None, str(p), fmt, len(lines),
+                  systems if fmt == "sft" else None)
     if labels is not None:
         check_labels([ex], labels)
     return ex
@@ -308,10 +350,11 @@ def _repair(assign: np.ndarray, ex_labels: list[list[int]], guarded: np.ndarray,
 
 
 def write_jsonl(path: str | os.PathLike, texts: Sequence[str], label_lists: Sequence[Sequence[str]],
-                itemids: Sequence | None = None) -> None:
-    """Write JSON lines {"itemid"?, "text", "labels"} atomically (temp file + rename); itemid only where not None."""
-    if len(texts) != len(label_lists) or (itemids is not None and len(itemids) != len(texts)):
-        raise ValueError("texts, label_lists and itemids must have the same length")
+                itemids: Sequence | None = None, systems: Sequence | None = None) -> None:
+    """Write JSON lines {"itemid"?, "system"?, "text", "labels"} atomically (temp file + rename); itemid
+    and system (an SFT file's prompt) only where not None. Raises ValueError for lists of unequal length."""
+    if len(texts) != len(label_lists) or any(x is not None and len(x) != len(texts) for x in (itemids, systems)):
+        raise ValueError("texts, label_lists, itemids and systems must have the same length")
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
@@ -319,6 +362,8 @@ def write_jsonl(path: str | os.PathLike, texts: Sequence[str], label_lists: Sequ
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for k, (text, labs) in enumerate(zip(texts, label_lists)):
                 rec = {} if itemids is None or itemids[k] is None else {"itemid": itemids[k]}
+                if systems is not None and systems[k] is not None:
+                    rec["system"] = systems[k]
                 rec.update(text=text, labels=list(labs or []))
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         os.replace(tmp, p)

@@ -26,7 +26,8 @@ from tagger.models.bert_head import SIZES as BERT_SIZES
 from tagger.models.data import DataError, read_examples, read_label_file
 
 EXIT_BAD_INPUT, EXIT_ARTIFACT = 2, 3
-DATA_FORMATS = ("auto", "jsonl", "paddle")
+DATA_FORMATS = ("auto", "jsonl", "paddle", "sft")
+_LABEL_SEP_HELP = ("SFT files: the string joining several labels in a \"tgt\" string (a JSON list needs none).")
 
 
 def _fail(message, code: int = EXIT_BAD_INPUT):
@@ -34,12 +35,12 @@ def _fail(message, code: int = EXIT_BAD_INPUT):
     sys.exit(code)
 
 
-def _read(path: str, fmt: str = "auto", labels_file: str | None = None):
+def _read(path: str, fmt: str = "auto", labels_file: str | None = None, label_sep: str = ","):
     """tagger.models.data.read_examples, input problems as 'Error: ...' and exit 2. With a label file,
     every label of the data must be in it (read_examples refuses others)."""
     try:
         labels = read_label_file(labels_file) if labels_file else None
-        return read_examples(path, fmt=fmt, labels=labels), labels
+        return read_examples(path, fmt=fmt, labels=labels, label_sep=label_sep), labels
     except DataError as exc:
         _fail(exc)
 
@@ -85,18 +86,20 @@ def _plain(value):
 
 _MODEL_HELP = ("Head artifact directory: one written by `tagger train` (tagger_head.json + model.safetensors), "
                "an ensemble, or a Hugging Face sequence-classification checkpoint (config.json + model.safetensors).")
-_FORMAT_HELP = "Data file format: auto (by extension, else sniffed), jsonl ({\"text\", \"labels\"}) or paddle (text<TAB>a,b)."
+_FORMAT_HELP = ("Data file format: auto (.tsv/.txt paddle, else sniffed), jsonl ({\"text\", \"labels\"}), paddle "
+                "(text<TAB>a,b) or sft ({\"system\", \"src\", \"tgt\"}: the team's LLM fine-tuning files).")
 _LABELS_HELP = ("Label file, one name per line (PaddleNLP label.txt). Every label of the data must be in it; "
                 "names it and the head do not share are reported. Scoring always uses the head's labels.")
 
 
 def _scoring_options(command):
-    """--labels-file, --data-format, --batch-size, --device: how evaluate and calibrate read the data
-    and score it."""
+    """--labels-file, --data-format, --label-sep, --batch-size, --device: how evaluate and calibrate read
+    the data and score it."""
     options = [
         click.option("--labels-file", default=None, metavar="FILE", help=_LABELS_HELP),
         click.option("--data-format", "data_format", type=click.Choice(DATA_FORMATS), default="auto",
                      show_default=True, help=_FORMAT_HELP),
+        click.option("--label-sep", default=",", show_default=True, help=_LABEL_SEP_HELP),
         click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
                      help="Inference batch size."),
         click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)."),
@@ -114,7 +117,7 @@ def _scoring_options(command):
 @click.option("--out", "out_dir", default=None, metavar="DIR",
               help="Where to write bad_cases.jsonl, pr_curve.png and MODEL_CARD.md (default: the model directory).")
 @_scoring_options
-def evaluate_command(model, data, out_format, out_dir, labels_file, data_format, batch_size, device):
+def evaluate_command(model, data, out_format, out_dir, labels_file, data_format, label_sep, batch_size, device):
     """Evaluate the head in --model on --data with the daily job's own decisions (rounded scores,
     per-label thresholds, switched-off labels, the sidecar's decision block).
 
@@ -129,7 +132,7 @@ def evaluate_command(model, data, out_format, out_dir, labels_file, data_format,
     """
     from tagger.models.metrics import format_report
 
-    examples, file_labels = _read(data, data_format, labels_file)
+    examples, file_labels = _read(data, data_format, labels_file, label_sep)
     spec, head = _load(model, device)
     from tagger.models.spec import ArtifactError
     from tagger.models.evaluate import evaluate_artifact
@@ -181,7 +184,7 @@ def evaluate_command(model, data, out_format, out_dir, labels_file, data_format,
 @click.option("--max-labels", type=click.IntRange(min=1), default=None,
               help="Decision block: keep at most the N highest-scoring passing labels.")
 @_scoring_options
-def calibrate_command(model, dev, precision, confidence, objective, min_positives, top_k, min_labels, max_labels, labels_file, data_format,
+def calibrate_command(model, dev, precision, confidence, objective, min_positives, top_k, min_labels, max_labels, labels_file, data_format, label_sep,
                       batch_size, device):
     """Fit per-label thresholds of the head in --model on --dev for a target --precision, switch
     off the labels that cannot reach it (or have too few dev positives), and write the head's
@@ -204,7 +207,7 @@ def calibrate_command(model, dev, precision, confidence, objective, min_positive
     Example:
       tagger calibrate --model .tagger/models/p0 --dev .tagger/data/p0/dev.jsonl --precision 0.8
     """
-    examples, file_labels = _read(dev, data_format, labels_file)
+    examples, file_labels = _read(dev, data_format, labels_file, label_sep)
     from tagger.models.spec import ArtifactError, HeadSpec, read_spec
 
     try:
@@ -343,8 +346,9 @@ the demo."""
 @click.option("--labels-file", type=click.Path(dir_okay=False),
               help="[user data] label.txt, one label per line: fixes the output order; a label of the data not in "
                    "it is an error. One line = a binary head. Default: every label of the data, most frequent first.")
-@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "paddle"]), default="auto", show_default=True,
-              help="[user data] Input format; auto: by extension (.jsonl/.json, .tsv/.txt), else sniffed.")
+@click.option("--format", "fmt", type=click.Choice(DATA_FORMATS), default="auto", show_default=True,
+              help="[user data] " + _FORMAT_HELP)
+@click.option("--label-sep", default=",", show_default=True, help="[user data] " + _LABEL_SEP_HELP)
 @click.option("--pos-weight", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
               help="[user data] auto: weigh each label's positives by neg/pos (1..30), for rare labels.")
 @click.option("--epochs", type=click.IntRange(min=1), help="[user data] Most epochs (default: textcnn 3, bert 4).")
@@ -388,17 +392,17 @@ def train_command(ctx: click.Context, start: str, end: str, heads: tuple[str, ..
               help="Directory for train.jsonl, dev.jsonl, test.jsonl (created; those files are replaced).")
 @click.option("--ratios", default="0.8,0.1,0.1", show_default=True, help="Shares of train,dev,test.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same data and seed, same split.")
-@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "paddle"]), default="auto", show_default=True,
-              help="Input format; auto: by extension (.jsonl/.json JSON lines, .tsv/.txt PaddleNLP), else sniffed.")
+@click.option("--format", "fmt", type=click.Choice(DATA_FORMATS), default="auto", show_default=True, help=_FORMAT_HELP)
+@click.option("--label-sep", default=",", show_default=True, help=_LABEL_SEP_HELP)
 @click.option("--labels-file", type=click.Path(dir_okay=False),
               help="label.txt, one label per line: a label of the data not in it is an error; also the print order.")
-def split_command(data: str, out: str, ratios: str, seed: int, fmt: str, labels_file: str | None) -> None:
+def split_command(data: str, out: str, ratios: str, seed: int, fmt: str, label_sep: str, labels_file: str | None) -> None:
     from tagger.models.data import DataError
     from tagger.training.from_files import _fail, parse_ratios, split_data
 
     fractions = parse_ratios(ratios)
     try:
-        split_data(data, out, fractions, seed, fmt, labels_file)
+        split_data(data, out, fractions, seed, fmt, labels_file, label_sep=label_sep)
     except DataError as exc:
         _fail(exc)
 

@@ -20,7 +20,7 @@ from tagger.models.metrics import binarize, format_report, label_distribution
 EXIT_USAGE = 2
 SPLIT_NAMES = ("train", "dev", "test")
 # Options of `tagger train` by mode (click parameter names); --head belongs to both.
-DATA_MODE = ("data", "dev", "out", "arch", "labels_file", "fmt", "pos_weight", "epochs", "max_length", "lr",
+DATA_MODE = ("data", "dev", "out", "arch", "labels_file", "fmt", "label_sep", "pos_weight", "epochs", "max_length", "lr",
              "batch_size", "patience", "seed", "size", "tokenizer", "dictionary", "c", "min_df", "max_features", "embeddings")
 WAREHOUSE_MODE = ("start", "end")
 TRAIN_OPTIONS = ("epochs", "max_length", "lr", "batch_size", "patience", "seed", "size", "pos_weight", "tokenizer",
@@ -86,12 +86,13 @@ def is_data_mode(ctx: click.Context) -> bool:
 
 
 def train_from_files(*, arch: str, data: str, dev: str, out: str, labels_file: str | None = None,
-                     head: str | None = None, fmt: str = "auto", log=click.echo, **options):
-    """Read the files, fix the labels, train with tagger.models.training.train_head, print the dev report.
-    Returns the TrainResult. DataError / FileExistsError for unusable input."""
+                     head: str | None = None, fmt: str = "auto", label_sep: str = ",", log=click.echo, **options):
+    """Read the files (`fmt`, `label_sep`: as read_examples), fix the labels, train with
+    tagger.models.training.train_head, print the dev report. Returns the TrainResult. DataError /
+    FileExistsError for unusable input."""
     label_file_labels = read_label_file(labels_file) if labels_file else None
-    train = read_examples(data, fmt)
-    devset = read_examples(dev, fmt)
+    train = read_examples(data, fmt, label_sep=label_sep)
+    devset = read_examples(dev, fmt, label_sep=label_sep)
     labels = resolve_labels([train, devset], label_file_labels)
     head = head or default_head_name(out)
     order = f"order of {labels_file}" if labels_file else "by number of positives"
@@ -126,7 +127,7 @@ def run_train(ctx: click.Context) -> None:
         except (OSError, ValueError) as exc:
             raise DataError(f"--dictionary {p['dictionary']}: {exc}. Fix: give a UTF-8 file, one name per line.") from None
         train_from_files(arch=p["arch"], data=p["data"], dev=p["dev"], out=p["out"], labels_file=p["labels_file"],
-                         head=p["heads"][0] if p["heads"] else None, fmt=p["fmt"], dictionary=dictionary,
+                         head=p["heads"][0] if p["heads"] else None, fmt=p["fmt"], label_sep=p["label_sep"], dictionary=dictionary,
                          **{k: p[k] for k in TRAIN_OPTIONS})
     except (DataError, FileExistsError) as exc:
         _fail(exc)
@@ -152,10 +153,11 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
 
 
 def split_data(data: str, out: str, ratios=(0.8, 0.1, 0.1), seed: int = 0, fmt: str = "auto",
-               labels_file: str | None = None, log=click.echo) -> dict[str, int]:
+               labels_file: str | None = None, log=click.echo, label_sep: str = ",") -> dict[str, int]:
     """Write OUT/{train,dev,test}.jsonl from one labelled file by iterative stratification; print each
-    split's label distribution. Returns examples per split."""
-    ex = read_examples(data, fmt)
+    split's label distribution. An SFT file's "system" texts are kept in the split files. Returns
+    examples per split."""
+    ex = read_examples(data, fmt, label_sep=label_sep)
     if labels_file:
         labels = read_label_file(labels_file)
         check_labels([ex], labels)
@@ -170,7 +172,8 @@ def split_data(data: str, out: str, ratios=(0.8, 0.1, 0.1), seed: int = 0, fmt: 
     for s, name in enumerate(SPLIT_NAMES):
         rows = [i for i, a in enumerate(assign) if a == s]
         write_jsonl(paths[name], [ex.texts[i] for i in rows], [ex.labels[i] for i in rows],
-                    None if ex.itemids is None else [ex.itemids[i] for i in rows])
+                    None if ex.itemids is None else [ex.itemids[i] for i in rows],
+                    None if ex.systems is None else [ex.systems[i] for i in rows])
         counts[name] = len(rows)
         log(f"-- {name}: {len(rows):,} examples ({len(rows) / len(ex):.1%}) -> {paths[name]}")
         log(label_distribution([ex.labels[i] for i in rows], labels))

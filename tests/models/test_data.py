@@ -227,3 +227,27 @@ def test_repair_moves_a_missing_label_in_and_keeps_split_sizes():
     assert per_split(assign.tolist(), rows, "x") == [1, 1, 1]
     assert all(per_split(assign.tolist(), rows, "y"))
     assert Counter(assign.tolist()) == {0: 5, 1: 2, 2: 2}  # each move came with one back
+
+
+@pytest.mark.parametrize("tgt, sep, labels", [("谍照", ",", ["谍照"]), ("谍照,新车上市", ",", ["谍照", "新车上市"]),
+                                              ("谍照|新车上市", "|", ["谍照", "新车上市"]), (["谍照", "预售"], ",", ["谍照", "预售"]),
+                                              ("", ",", []), ([], ",", [])])
+def test_sft_lines_read_tgt_as_one_label_a_list_or_joined_labels(tmp_path, tgt, sep, labels):
+    p = tmp_path / "sft.jsonl"
+    p.write_text(json.dumps({"system": "分类", "src": "<b>新车</b> 谍照", "tgt": tgt}, ensure_ascii=False) + "\n",
+                 encoding="utf-8")
+    ex = read_examples(p, label_sep=sep)
+    assert ex.format == "sft" and ex.labels == [labels] and ex.systems == ["分类"] and ex.texts == ["新车 谍照"]
+
+
+@pytest.mark.parametrize("content, needles", [
+    ('{"system": "x", "src": 3, "tgt": "a"}', ["sft.jsonl:1", '"src"']),
+    ('{"system": "x", "src": "t", "tgt": "a,,b"}', ["sft.jsonl:1", "an empty label", "--label-sep"]),
+    ('{"system": 1, "src": "t", "tgt": "a"}', ["sft.jsonl:1", '"system" must be a string']),
+])
+def test_bad_sft_lines_name_file_line_and_fix(tmp_path, content, needles):
+    p = tmp_path / "sft.jsonl"
+    p.write_text(content + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        read_examples(p, fmt="sft")
+    assert all(n in str(err.value) for n in needles), str(err.value)

@@ -243,3 +243,38 @@ def test_train_a_linear_head_with_words_and_a_team_dictionary(tmp_path, data):
     assert head.spec.arch == "linear" and head.spec.extra["text"]["tokenizer"] == "char+word"
     assert (out / "dictionary.txt").read_text(encoding="utf-8") == "宋plus\nmodel 3\n"
     assert macro_f1_on(head, data["test"]) >= 0.9
+
+
+def to_sft(path, data, sep=","):
+    """The team's SFT lines: {"system", "src", "tgt"}; tgt a single label, labels joined by `sep`, or ""."""
+    with open(path, "w", encoding="utf-8") as f:
+        for text, labels in zip(*data):
+            f.write(json.dumps({"system": "给下面的汽车资讯打标签", "src": text, "tgt": sep.join(labels)},
+                               ensure_ascii=False) + "\n")
+    return path
+
+
+def test_sft_files_go_through_split_train_evaluate_and_calibrate(tmp_path, data):
+    """The team's {"system", "src", "tgt"} files (issue 18, item 4) are read like the other formats, with
+    --label-sep for tgt strings; split keeps the system text. Break: read "tgt" with the default ','
+    whatever --label-sep says, and the '|'-joined labels become one unknown label."""
+    src = to_sft(tmp_path / "all.jsonl", (data["train"][0] + data["dev"][0], data["train"][1] + data["dev"][1]), "|")
+    split = invoke("split", "--data", src, "--out", tmp_path / "s", "--label-sep", "|")
+    assert split.exit_code == 0, split.output
+    first = json.loads((tmp_path / "s" / "train.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert first["system"] == "给下面的汽车资讯打标签" and set(first) == {"system", "text", "labels"}
+
+    train, dev = to_sft(tmp_path / "train.sft", data["train"], "|"), to_sft(tmp_path / "dev.sft", data["dev"], "|")
+    out = tmp_path / "sft-head"
+    trained = invoke("train", "--arch", "textcnn", "--data", train, "--dev", dev, "--out", out, "--format", "sft",
+                     "--label-sep", "|", *FAST)
+    assert trained.exit_code == 0, trained.output
+    assert sorted(load_head(out, device="cpu").labels) == sorted(LABELS)
+    test = to_sft(tmp_path / "test.jsonl", data["test"], "|")  # .jsonl: sniffed as sft
+    evaluated = invoke("evaluate", "--model", out, "--data", test, "--label-sep", "|", "--format", "json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.output)["macro_f1"] >= 0.9
+    calibrated = invoke("calibrate", "--model", out, "--dev", dev, "--data-format", "sft", "--label-sep", "|")
+    assert calibrated.exit_code == 0, calibrated.output
+    wrong_sep = invoke("evaluate", "--model", out, "--data", test)
+    assert wrong_sep.exit_code == 0 and "labels in the data that this head does not have" in wrong_sep.output
