@@ -33,8 +33,9 @@ def build_spec(cfg: Config, tag_index: dict[str, tuple[int, str]], tag_dim_table
 
     Returns the spec, the model version string ("<head>=<version>@<digest>[#models:/<name>/<n>];...")
     and the labels switched off in artifacts ("head:label (reason)"). Raises ConfigError listing
-    every rule tag or enabled label that the tag dimension lacks (or naming an unknown registry
-    model, alias or version), and ArtifactError for an unreadable artifact.
+    every rule tag or enabled label that the tag dimension lacks, naming a tag path that two heads
+    both have switched on (an item would carry it twice), or naming an unknown registry model, alias
+    or version; ArtifactError for an unreadable artifact.
     """
     from tagger.lifecycle.uris import is_registry_uri
     from tagger.models.spec import ArtifactError, artifact_version, read_spec
@@ -47,6 +48,7 @@ def build_spec(cfg: Config, tag_index: dict[str, tuple[int, str]], tag_dim_table
     rules = load_rules(cfg.rules_path)
     missing = [f"rule '{r.id}' -> {r.tag}" for r in rules.rules if r.tag not in tag_index]
     versions, disabled = [], []
+    emitted: dict[str, str] = {}  # tag path -> the head that emits it
     for i, head in enumerate(cfg.heads):
         try:
             spec = read_spec(head.path)
@@ -62,7 +64,14 @@ def build_spec(cfg: Config, tag_index: dict[str, tuple[int, str]], tag_dim_table
             path = f"{head.parent}/{label}"
             if not on:
                 disabled.append(f"{head.name}:{label}" + (f" ({reasons[label]})" if reasons.get(label) else ""))
-            elif path not in tag_index:
+                continue
+            if path in emitted:  # e.g. a rare-label binary head beside the multi-label head it replaces
+                raise ConfigError(
+                    f"{cfg.source}: label '{label}' is switched on in both head '{emitted[path]}' and head "
+                    f"'{head.name}' under {head.parent}: every tagged item would carry {path} twice. Fix: switch it "
+                    f"off in one of them (\"enabled\" in its tagger_head.json, or `tagger calibrate`), or remove a head.")
+            emitted[path] = head.name
+            if path not in tag_index:
                 missing.append(f"head '{head.name}' label '{label}' -> {path}")
     if missing:
         raise ConfigError(
