@@ -96,14 +96,17 @@ def export_head_splits(split: dict[str, pd.DataFrame], data: dict[str, tuple[lis
 def train_artifact(head: HeadConf, labels: list[str], data: dict[str, tuple[list, list]], out_dir: Path,
                    log=print) -> None:
     """Train one configured head into `out_dir`; an ensemble trains each member below it
-    (members/<i>-<arch>) and writes the ensemble's sidecar over them."""
+    (members/<i>-<arch>) and writes the ensemble's sidecar over them. torch trains with the
+    `threads` option's intra-op threads, else tagger.models.training.training_threads()."""
     from tagger.models.ensemble import write_ensemble
-    from tagger.models.training import train_head
+    from tagger.models.training import torch_threads, train_head, training_threads
 
     def train(conf: TrainConf, name: str, directory: Path, options: dict) -> None:
-        train_head(arch=conf.arch, head=name, labels=labels, train_texts=data["train"][0],
-                   train_labels=data["train"][1], dev_texts=data["dev"][0], dev_labels=data["dev"][1],
-                   out_dir=str(directory), log=log, **options)
+        options = dict(options)
+        with torch_threads(options.pop("threads", None) or training_threads()):
+            train_head(arch=conf.arch, head=name, labels=labels, train_texts=data["train"][0],
+                       train_labels=data["train"][1], dev_texts=data["dev"][0], dev_labels=data["dev"][1],
+                       out_dir=str(directory), log=log, **options)
 
     conf = head.train
     if conf.arch != "ensemble":
