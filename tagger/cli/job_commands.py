@@ -5,6 +5,7 @@ unreachable, 6 a gate refused, 1 anything else)."""
 from __future__ import annotations
 
 import csv
+import os
 import sys
 import time
 from datetime import date, timedelta
@@ -27,6 +28,7 @@ def run(ctx: click.Context, run_date: str) -> None:
     spark = session(cfg, f"tagger-run-{run_date}")
     summary = guarded(lambda: run_one(spark, cfg, run_date, log=click.echo))
     click.echo(summary.format())
+    click.echo(took.lap(f"tagging {DEMO_DATE}"))
 
 
 @click.command(help="Tag every date from --start to --end (inclusive). By default in one pass: the whole range is "
@@ -113,11 +115,12 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
     from tagger.training.from_warehouse import train_all
 
     spark = session(cfg, "tagger-demo")
-    started = time.perf_counter()
+    took = DemoClock()
     # The truth table is written last by the seed: its partition means the seed completed.
     if fresh or f"pt={DEMO_DATE}" not in guarded(lambda: partitions(spark, cfg.tables.truth)):
         click.echo("== seeding demo data")
         guarded(lambda: seed_demo(spark, cfg, items, DEMO_START, DEMO_DAYS, log=click.echo))
+        click.echo(took.lap("seeding"))
     missing = [h.name for h in cfg.heads if h.train and not (Path(h.path) / "tagger_head.json").is_file()]
     if fresh or missing:  # a head added to the config later is trained alone
         click.echo("== training demo models" + ("" if fresh else f": {', '.join(missing)}"))
@@ -125,6 +128,7 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
         guarded(lambda: train_all(spark, cfg, date_range(DEMO_START, train_end), None if fresh else missing,
                                    log=click.echo))
         _register_demo_heads(cfg, [h.name for h in cfg.heads if h.train and (fresh or h.name in missing)])
+        click.echo(took.lap("training and registering the heads"))
     from tagger.job.publish import published_version
 
     history = [d for d in date_range(DEMO_START, DEMO_DATE)[:-1]
@@ -135,6 +139,7 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
             done = guarded(lambda d=day: run_one(spark, cfg, d))
             click.echo(f"  {day}: {done.items_tagged:,} items, version {done.version} {done.outcome} "
                        f"({done.stage_seconds['total']:.0f}s)")
+        click.echo(took.lap("tagging the history"))
     click.echo(f"== tagging {DEMO_DATE}")
     summary = guarded(lambda: run_one(spark, cfg, DEMO_DATE, log=click.echo))
     click.echo(summary.format())
@@ -145,9 +150,43 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
     guarded(lambda: report.write_text(build_report(read_report_data(spark, cfg.tables, DEMO_START, DEMO_DATE)),
                                       encoding="utf-8"))
     click.echo(f"report of {DEMO_START}..{DEMO_DATE} (drift, coverage, audits, versions): {report}")
-    click.echo(f"demo done in {time.perf_counter() - started:.0f}s. Look at the result with:\n"
+    click.echo(f"demo {took.total()}. Look at the result with:\n"
                f"  tagger sql \"SELECT itemid, tag_ids, gate_score FROM {cfg.tables.output} "
                f"WHERE dt = '{DEMO_DATE}' LIMIT 10\"")
+
+
+class DemoClock:
+    """Wall time and CPU seconds of the demo, for its progress lines: CPU seconds are those of this
+    process and every process below it (the Spark JVM and its Python workers; tagger.models.progress
+    tree_cpu_seconds), since on a shared machine wall time alone says little. lap(name) returns the
+    line for the part since the last lap, total() the closing figures; both add the 1-minute load
+    average. Raises nothing."""
+
+    def __init__(self):
+        from tagger.models.progress import tree_cpu_seconds
+
+        self._cpu = tree_cpu_seconds
+        self.wall0 = self.wall = time.perf_counter()
+        self.cpu0 = self.cpu = tree_cpu_seconds()
+
+    @staticmethod
+    def _load() -> str:
+        try:
+            return f"load average {os.getloadavg()[0]:.1f}"
+        except OSError:
+            return "load average unknown"
+
+    def lap(self, name: str) -> str:
+        """'-- <name>: 12s wall, 20 CPU-s (load average 1.3)' for the time since the last lap."""
+        wall, cpu = time.perf_counter(), self._cpu()
+        line = f"-- {name}: {wall - self.wall:.0f}s wall, {cpu - self.cpu:.0f} CPU-s ({self._load()})"
+        self.wall, self.cpu = wall, cpu
+        return line
+
+    def total(self) -> str:
+        """'done in 170s wall, 290 CPU-s (load average 1.9)' since the clock was made."""
+        return (f"done in {time.perf_counter() - self.wall0:.0f}s wall, {self._cpu() - self.cpu0:.0f} CPU-s "
+                f"({self._load()})")
 
 
 def _register_demo_heads(cfg, names: list[str]) -> None:
