@@ -40,6 +40,7 @@ DEFAULTS: dict[str, dict] = {
 }
 POS_WEIGHT_MAX = 30.0
 TRAINING_THREADS_MAX = 1  # see training_threads
+CAP_MIN_POSITIVES = 500  # cap_examples: a rare label keeps at least this many positives (or all it has)
 EVAL_BATCH_SIZE = 128
 
 
@@ -265,12 +266,13 @@ def torch_threads(threads: int | None):
         torch.set_num_threads(before)
 
 
-def cap_examples(label_lists: Sequence[Sequence[str]], labels: Sequence[str], cap: int, seed: int = 0) -> np.ndarray:
+def cap_examples(label_lists: Sequence[Sequence[str]], labels: Sequence[str], cap: int, seed: int = 0,
+                 min_positives: int = CAP_MIN_POSITIVES) -> np.ndarray:
     """Which examples to train on when there are more than `cap`: the sorted indices of at most
     `cap` of the examples whose label lists are `label_lists`, stratified so that rare labels keep
-    their positives. Each rare label of `labels` (one a uniform draw would give fewer than
-    cap // (2 * len(labels)) positives), rarest first, is topped up to min(its positives, that quota)
-    kept positives, drawn at random; the rest of the cap is filled by a uniform random draw from the
+    their positives. The quota is min(min_positives, cap // (2 * len(labels))); each rare label of
+    `labels` (one a uniform draw would give fewer positives than the quota), rarest first, is topped
+    up to min(its positives, the quota) kept positives, drawn at random; the rest of the cap is filled by a uniform random draw from the
     examples not yet kept, so common labels and negatives keep their shares. Deterministic for a given `seed`. Returns all indices when there are at most
     `cap` examples. Raises ValueError if cap < 1."""
     n = len(label_lists)
@@ -280,7 +282,7 @@ def cap_examples(label_lists: Sequence[Sequence[str]], labels: Sequence[str], ca
         return np.arange(n)
     rng = np.random.default_rng(seed)
     y = binarize(label_lists, labels).astype(bool)
-    quota = cap // (2 * max(1, len(labels)))
+    quota = min(int(min_positives), cap // (2 * max(1, len(labels))))
     kept = np.zeros(n, dtype=bool)
     positives = y.sum(axis=0)
     for j in np.argsort(positives, kind="stable"):
@@ -331,7 +333,7 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
         train_texts = [train_texts[i] for i in keep]
         train_labels = [train_labels[i] for i in keep]
         log(f"[{head}] training on {len(keep):,} of {available:,} examples (max_examples, stratified: each label "
-            f"keeps up to {max_examples // (2 * max(1, len(labels))):,} positives)")
+            f"keeps at least {min(CAP_MIN_POSITIVES, max_examples // (2 * max(1, len(labels)))):,} positives or all it has)")
     if arch == "linear":
         from .linear_training import train_linear_head
 

@@ -128,6 +128,7 @@ def train_all(spark: SparkSession, cfg: Config, dates: list[str], heads: list[st
     from tagger.models.calibrate import calibrate_artifact, format_calibration
     from tagger.models.evaluate import evaluate_artifact
     from tagger.models.metrics import format_report, label_distribution
+    from tagger.models.training import torch_threads, training_threads
 
     trainable = [h.name for h in cfg.heads if h.train is not None]
     unknown = sorted(set(heads or []) - set(trainable))
@@ -185,15 +186,17 @@ def train_all(spark: SparkSession, cfg: Config, dates: list[str], heads: list[st
         shutil.rmtree(staging, ignore_errors=True)
         started = time.perf_counter()
         train_artifact(head, labels, data, staging, log)
-        if head.train.precision is not None:
-            changes = calibrate_artifact(staging, *data["dev"], precision=head.train.precision,
-                                         min_positives=head.train.min_dev_positives, data_path=files["dev"],
-                                         confidence=head.train.confidence, objective=head.train.objective,
-                                         log=log)
-            log(f"-- {head.name}: thresholds calibrated on dev to precision {head.train.precision:.2f}")
-            log(format_calibration(changes))
-        report = evaluate_artifact(staging, *data["test"], itemids=split["test"]["itemid"].tolist(),
-                                   data_path=files["test"])
+        # scoring dev and test takes the training's thread count too (one thread: see training_threads)
+        with torch_threads(head.train.options.get("threads") or training_threads()):
+            if head.train.precision is not None:
+                changes = calibrate_artifact(staging, *data["dev"], precision=head.train.precision,
+                                             min_positives=head.train.min_dev_positives, data_path=files["dev"],
+                                             confidence=head.train.confidence, objective=head.train.objective,
+                                             log=log)
+                log(f"-- {head.name}: thresholds calibrated on dev to precision {head.train.precision:.2f}")
+                log(format_calibration(changes))
+            report = evaluate_artifact(staging, *data["test"], itemids=split["test"]["itemid"].tolist(),
+                                       data_path=files["test"])
         log(f"-- {head.name} on the held-out test split ({len(split['test']):,} items), thresholds in the artifact:")
         log(format_report(report))
         if head.train.precision is not None and not any(read_spec(staging).enabled):
