@@ -112,7 +112,7 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
     from tagger.demo.seed import seed as seed_demo
     from tagger.job.extract import partitions
     from tagger.job.pipeline import run_date as run_one
-    from tagger.training.from_warehouse import train_all
+    from tagger.training.from_warehouse import train_all, training_workers
 
     spark = session(cfg, "tagger-demo")
     took = DemoClock()
@@ -125,8 +125,9 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
     if fresh or missing:  # a head added to the config later is trained alone
         click.echo("== training demo models" + ("" if fresh else f": {', '.join(missing)}"))
         train_end = (date.fromisoformat(DEMO_DATE) - timedelta(days=1)).isoformat()
+        # the heads train side by side, one torch thread each: both cores busy, no thread waiting on another
         guarded(lambda: train_all(spark, cfg, date_range(DEMO_START, train_end), None if fresh else missing,
-                                   log=click.echo))
+                                   log=click.echo, workers=training_workers(len(cfg.heads))))
         _register_demo_heads(cfg, [h.name for h in cfg.heads if h.train and (fresh or h.name in missing)])
         click.echo(took.lap("training and registering the heads"))
     from tagger.job.publish import published_version
