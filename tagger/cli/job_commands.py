@@ -140,7 +140,8 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
         from tagger.job.backfill import backfill
 
         # one pass pays the fixed costs of a run (Spark jobs, warming the workers) once for the four days
-        result = guarded(lambda: backfill(spark, cfg, history, force=fresh, log=lambda line: None))
+        pass_lines = lambda line: click.echo(f"  {line}") if line.startswith("[pass ") else None  # noqa: E731
+        result = guarded(lambda: backfill(spark, cfg, history, force=fresh, log=pass_lines))
         for failed in result.failed.values():
             guarded(lambda exc=failed: _raise(exc))  # the first failure: its line and exit code
         for done in result.done:
