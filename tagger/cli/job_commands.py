@@ -28,7 +28,6 @@ def run(ctx: click.Context, run_date: str) -> None:
     spark = session(cfg, f"tagger-run-{run_date}")
     summary = guarded(lambda: run_one(spark, cfg, run_date, log=click.echo))
     click.echo(summary.format())
-    click.echo(took.lap(f"tagging {DEMO_DATE}"))
 
 
 @click.command(help="Tag every date from --start to --end (inclusive). By default in one pass: the whole range is "
@@ -151,6 +150,7 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
     click.echo(f"== tagging {DEMO_DATE}")
     summary = guarded(lambda: run_one(spark, cfg, DEMO_DATE, log=click.echo))
     click.echo(summary.format())
+    click.echo(took.lap(f"tagging {DEMO_DATE}"))
     from tagger.config import tagger_home
     from tagger.job.report import build_report, read_report_data
 
