@@ -34,6 +34,48 @@ def on_terminal() -> bool:
         return False
 
 
+def tree_cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by process `pid` (None: this process) and every
+    process below it: the Spark JVM and its Python workers are children that live as long as the
+    session, so resource.getrusage(RUSAGE_CHILDREN), which counts only children that have exited,
+    would miss them. Read from /proc (each process's utime, stime and its exited children's cutime,
+    cstime); where /proc cannot be read (not Linux), this process and its exited children from
+    resource.getrusage. Returns a float; raises nothing."""
+    import os
+
+    root = os.getpid() if pid is None else pid
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        parent, ticks = {}, {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                    stat = fh.read().decode("ascii", "replace")
+            except OSError:
+                continue  # exited meanwhile
+            fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid ...
+            parent[int(entry.name)] = int(fields[1])
+            ticks[int(entry.name)] = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        if root not in ticks:
+            raise OSError("own process not in /proc")
+        children: dict[int, list[int]] = {}
+        for child, ppid in parent.items():
+            children.setdefault(ppid, []).append(child)
+        total, todo = 0, [root]
+        while todo:
+            current = todo.pop()
+            total += ticks.get(current, 0)
+            todo.extend(children.get(current, ()))
+        return total / tick
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def format_seconds(seconds: float | None) -> str:
     """A duration for people: "0.4s", "42s", "3m05s", "1h02m". None, NaN, infinite or negative
     (an ETA that cannot be estimated yet) give "?". Raises nothing."""

@@ -39,6 +39,8 @@ DEFAULTS: dict[str, dict] = {
     "bert": {"epochs": 4, "lr": 1e-3, "max_length": 160, "patience": 1},
 }
 POS_WEIGHT_MAX = 30.0
+TRAINING_THREADS_MAX = 1  # see training_threads
+CAP_MIN_POSITIVES = 500  # cap_examples: a rare label keeps at least this many positives (or all it has)
 EVAL_BATCH_SIZE = 128
 
 
@@ -233,6 +235,69 @@ def _evaluate(head: LoadedHead, dev_texts: list[str], y_dev: np.ndarray) -> tupl
     return tuned, at05, proba
 
 
+def training_threads(cores: int | None = None) -> int:
+    """torch intra-op threads for training on this machine: `cores` (None: the CPUs this process may
+    run on, os.sched_getaffinity, else os.cpu_count) capped at TRAINING_THREADS_MAX. Returns an
+    int >= 1; raises nothing. Why a cap (docs/models.md#training-time): the demo heads are small,
+    a second thread buys little, and when another job takes a core every parallel region waits for
+    the descheduled thread, which made training up to twentyfold slower on a busy 2-core machine."""
+    if cores is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+    return max(1, min(int(cores), TRAINING_THREADS_MAX))
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run the block with torch.set_num_threads(threads) (None: leave the setting alone), restoring
+    the previous count afterwards, also on an error. Raises ValueError for threads < 1."""
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def cap_examples(label_lists: Sequence[Sequence[str]], labels: Sequence[str], cap: int, seed: int = 0,
+                 min_positives: int = CAP_MIN_POSITIVES) -> np.ndarray:
+    """Which examples to train on when there are more than `cap`: the sorted indices of at most
+    `cap` of the examples whose label lists are `label_lists`, stratified so that rare labels keep
+    their positives. The quota is min(min_positives, cap // (2 * len(labels))); each rare label of
+    `labels` (one a uniform draw would give fewer positives than the quota), rarest first, is topped
+    up to min(its positives, the quota) kept positives, drawn at random; the rest of the cap is filled by a uniform random draw from the
+    examples not yet kept, so common labels and negatives keep their shares. Deterministic for a given `seed`. Returns all indices when there are at most
+    `cap` examples. Raises ValueError if cap < 1."""
+    n = len(label_lists)
+    if cap < 1:
+        raise ValueError(f"cap must be >= 1, got {cap}")
+    if n <= cap:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    y = binarize(label_lists, labels).astype(bool)
+    quota = min(int(min_positives), cap // (2 * max(1, len(labels))))
+    kept = np.zeros(n, dtype=bool)
+    positives = y.sum(axis=0)
+    for j in np.argsort(positives, kind="stable"):
+        if positives[j] * cap / n >= quota:
+            break  # a uniform draw gives this label (and every commoner one) its quota already
+        need = min(int(positives[j]), quota) - int((kept & y[:, j]).sum())
+        if need > 0:
+            candidates = np.flatnonzero(y[:, j] & ~kept)
+            kept[rng.choice(candidates, size=need, replace=False)] = True
+    room = cap - int(kept.sum())
+    if room > 0:
+        kept[rng.choice(np.flatnonzero(~kept), size=room, replace=False)] = True
+    return np.flatnonzero(kept)
+
+
 def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str], train_labels: list[list[str]],
                dev_texts: list[str], dev_labels: list[list[str]], out_dir: str, epochs: int | None = None,
                max_length: int | None = None, lr: float | None = None, batch_size: int = 32, seed: int = 0,
@@ -240,7 +305,7 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
                patience: int | None = None, device: str | None = None, progress: bool | None = None,
                source: dict | None = None, tokenizer: str = "char", dictionary: Sequence[str] = (),
                c: float | None = None, min_df: int | None = None, max_features: int | None = None,
-               embeddings: str | None = None) -> TrainResult:
+               embeddings: str | None = None, max_examples: int | None = None) -> TrainResult:
     """Train a head and write its artifact to `out_dir` (replaced if it already holds a head).
 
     epochs / lr / max_length / patience None -> per-arch DEFAULTS. Early stopping: stop after
@@ -257,9 +322,18 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
     epoch options do not apply). embeddings: a word2vec text file whose vectors initialise the
     textcnn's embedding rows (models/embeddings.py; the share found is logged and kept in the
     sidecar); EmbeddingsError (a ValueError) for a bad file or another dimension, ValueError for
-    another arch."""
+    another arch. max_examples: train on at most this many of the training examples, a stratified
+    draw that keeps the rare labels' positives (cap_examples; None: all); a textcnn or bert
+    sidecar's trained_on records n_train and n_train_available."""
     if embeddings and arch != "textcnn":
         raise ValueError(f"embeddings initialise a textcnn's embedding table; arch {arch!r} has none")
+    available = len(train_texts)
+    if max_examples is not None and len(train_texts) == len(train_labels) and available > max_examples:
+        keep = cap_examples(train_labels, labels, max_examples, seed)
+        train_texts = [train_texts[i] for i in keep]
+        train_labels = [train_labels[i] for i in keep]
+        log(f"[{head}] training on {len(keep):,} of {available:,} examples (max_examples, stratified: each label "
+            f"keeps at least {min(CAP_MIN_POSITIVES, max_examples // (2 * max(1, len(labels)))):,} positives or all it has)")
     if arch == "linear":
         from .linear_training import train_linear_head
 
@@ -403,7 +477,7 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
             version=weights_version(head, staging / WEIGHTS),
             extra={
                 "trained_on": {
-                    "n_train": len(train_texts), "n_dev": len(dev_texts),
+                    "n_train": len(train_texts), "n_train_available": available, "n_dev": len(dev_texts),
                     "train_positives": dict(zip(labels, y_train.sum(axis=0).astype(int).tolist())),
                     "dev_positives": dict(zip(labels, y_dev.sum(axis=0).astype(int).tolist())),
                     "epochs": epochs_run, "max_epochs": epochs, "best_epoch": report["best_epoch"],

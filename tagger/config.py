@@ -316,6 +316,11 @@ class _Reader:
 
 TRAIN_OPTIONS = {"epochs": int, "max_length": int, "lr": float, "batch_size": int, "size": str, "pos_weight": str,
                  "patience": int, "seed": int,
+                 # train on at most this many examples: a stratified draw that keeps rare labels' positives
+                 # (models/training.py cap_examples); the demo's heads learn keyword data from far fewer
+                 "max_examples": int,
+                 # torch intra-op threads while training (default: models/training.py training_threads)
+                 "threads": int,
                  # textcnn and linear: char | word | char+word, and the team dictionary file (a path, relative
                  # to the config's folder; read here, so a bad file stops `tagger train` at start)
                  "tokenizer": str, "dictionary": str,
@@ -342,6 +347,9 @@ def _options(t: _Reader, skip: tuple[str, ...], conf_dir: Path, arch: str) -> di
         if key not in TRAIN_OPTIONS:
             t.fail(key, f"unknown training option; known: {', '.join(skip)}, {', '.join(TRAIN_OPTIONS)}")
         options[key] = t.get(key, (int, float) if TRAIN_OPTIONS[key] is float else TRAIN_OPTIONS[key])
+    for key in ("max_examples", "threads", "epochs", "batch_size", "max_length"):
+        if key in options and options[key] < 1:
+            t.fail(key, f"must be >= 1, got {options[key]}")
     # an ensemble's own options go to every member: each arch takes the ones that apply to it
     wrong = {"linear": ("epochs", "lr", "patience", "batch_size", "size"),
              "textcnn": ("c", "min_df", "max_features"), "bert": ("c", "min_df", "max_features")}

@@ -20,7 +20,7 @@ RUN_DATE = "2024-01-03"  # seeded, not trained on
 # Small, fast models: the pipeline tests check plumbing, not accuracy (the demo run and docs/models.md do).
 # confidence 0.5: the dev splits here hold a few dozen positives per label, too few for the 95% margin
 # of the calibration (models/calibrate.py) to reach 0.80 with 2-epoch models.
-FAST_TRAIN = {"gate": {"epochs": 2, "confidence": 0.5}, "p0": {"epochs": 2, "max_length": 96, "confidence": 0.5},
+FAST_TRAIN = {"gate": {"epochs": 2, "confidence": 0.5}, "p0": {"epochs": 4, "max_length": 96, "confidence": 0.5},
               "p1": {"epochs": 2, "max_length": 128, "confidence": 0.5}}
 
 

@@ -10,7 +10,7 @@ import click
 
 from tagger.config import ConfigError, check_date, load_config
 
-DEMO_START, DEMO_DAYS, DEMO_ITEMS = "2024-01-01", 5, 100_000
+DEMO_START, DEMO_DAYS, DEMO_ITEMS = "2024-01-01", 5, 50_000  # 10,000 items a day
 DEMO_DATE = "2024-01-05"  # the last seeded day; the models train on the days before it
 READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN)\b", re.IGNORECASE)
 # `WITH t AS (...) INSERT ...` starts like a query: refuse any writing keyword anywhere (a string

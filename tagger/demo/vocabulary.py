@@ -66,8 +66,11 @@ P0_LABELS = [
     "新车解析", "新车报价", "新车上市", "发布亮相", "预热", "预售",
     "配置曝光", "谍照", "实车曝光", "申报图", "新车官图", "新车到店",
 ]
-# Share of each label among 新车资讯 items (multi-label, they overlap).
-P0_SHARES = [0.67, 0.30, 0.29, 0.16, 0.13, 0.10, 0.05, 0.04, 0.02, 0.02, 0.02, 0.01]
+# Share of each label among 新车资讯 items (multi-label, they overlap). The rare labels get 6% each
+# (they had 1-4%): with the demo's 50,000 items the dev split then holds ~35 positives of each, enough
+# for the calibration's 95% bound to reach precision 0.80, so no label is switched off for too few dev
+# positives (tests/tagger/demo/test_generator.py, test_every_demo_label_has_enough_dev_positives).
+P0_SHARES = [0.67, 0.30, 0.29, 0.16, 0.13, 0.10, 0.06, 0.06, 0.06, 0.06, 0.06, 0.06]
 
 SHOWS = ["北京车展", "上海车展", "广州车展", "成都车展", "深圳车展", "日内瓦车展", "重庆车展", "慕尼黑车展"]
 # Shows that items actually mention (tests add 重庆车展/慕尼黑车展 themselves).

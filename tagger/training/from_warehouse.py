@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -96,14 +97,17 @@ def export_head_splits(split: dict[str, pd.DataFrame], data: dict[str, tuple[lis
 def train_artifact(head: HeadConf, labels: list[str], data: dict[str, tuple[list, list]], out_dir: Path,
                    log=print) -> None:
     """Train one configured head into `out_dir`; an ensemble trains each member below it
-    (members/<i>-<arch>) and writes the ensemble's sidecar over them."""
+    (members/<i>-<arch>) and writes the ensemble's sidecar over them. torch trains with the
+    `threads` option's intra-op threads, else tagger.models.training.training_threads()."""
     from tagger.models.ensemble import write_ensemble
-    from tagger.models.training import train_head
+    from tagger.models.training import torch_threads, train_head, training_threads
 
     def train(conf: TrainConf, name: str, directory: Path, options: dict) -> None:
-        train_head(arch=conf.arch, head=name, labels=labels, train_texts=data["train"][0],
-                   train_labels=data["train"][1], dev_texts=data["dev"][0], dev_labels=data["dev"][1],
-                   out_dir=str(directory), log=log, **options)
+        options = dict(options)
+        with torch_threads(options.pop("threads", None) or training_threads()):
+            train_head(arch=conf.arch, head=name, labels=labels, train_texts=data["train"][0],
+                       train_labels=data["train"][1], dev_texts=data["dev"][0], dev_labels=data["dev"][1],
+                       out_dir=str(directory), log=log, **options)
 
     conf = head.train
     if conf.arch != "ensemble":
@@ -119,12 +123,12 @@ def train_artifact(head: HeadConf, labels: list[str], data: dict[str, tuple[list
 
 
 def train_all(spark: SparkSession, cfg: Config, dates: list[str], heads: list[str] | None = None,
-              log=print) -> dict[str, dict]:
-    """Train the configured heads (or those named) on `dates`; report on the held-out test split."""
-    from tagger.models.spec import read_spec
-    from tagger.models.calibrate import calibrate_artifact, format_calibration
-    from tagger.models.evaluate import evaluate_artifact
-    from tagger.models.metrics import format_report, label_distribution
+              log=print, workers: int = 1) -> dict[str, dict]:
+    """Train the configured heads (or those named) on `dates`; report on the held-out test split.
+    Returns {head name: test report}. workers: heads trained at once (1: one after another in this
+    process; more: spawned worker processes, see run_head_jobs; `tagger demo` passes
+    training_workers()). Raises ConfigError for unknown or untrainable heads, no examples, or a head
+    whose calibration switched off every label."""
 
     trainable = [h.name for h in cfg.heads if h.train is not None]
     unknown = sorted(set(heads or []) - set(trainable))
@@ -152,6 +156,7 @@ def train_all(spark: SparkSession, cfg: Config, dates: list[str], heads: list[st
         + ", ".join(f"{k} {v:,}" for k, v in examples["split"].value_counts().sort_index().items()))
 
     reports: dict[str, dict] = {}
+    jobs: list[HeadJob] = []
     gate_positive: dict[str, np.ndarray] = {}
     for head in cfg.heads:
         if head.train is None:
@@ -172,33 +177,117 @@ def train_all(spark: SparkSession, cfg: Config, dates: list[str], heads: list[st
         split = {name: part[part["split"] == name] for name in SPLITS}
         data = {name: (frame["doc_text"].tolist(), targets.loc[frame.index].tolist()) for name, frame in split.items()}
         files = export_head_splits(split, data, tagger_home() / "data" / head.name)
-        log(f"\n== head {head.name} ({head.train.arch}), {len(labels)} labels, {len(part):,} examples"
-            + (f" (true positives of {head.gate_by})" if head.gate_by else ""))
+        intro = (f"\n== head {head.name} ({head.train.arch}), {len(labels)} labels, {len(part):,} examples"
+                 + (f" (true positives of {head.gate_by})" if head.gate_by else ""))
         if coarse:
-            log(f"{coarse:,} examples labelled {head.parent} without a child label are left out: their "
-                f"{head.name} labels are unknown, not negative")
-        log(label_distribution(data["train"][1], labels))
-        staging = Path(head.path + ".training")
-        shutil.rmtree(staging, ignore_errors=True)
-        started = time.perf_counter()
+            intro += (f"\n{coarse:,} examples labelled {head.parent} without a child label are left out: their "
+                      f"{head.name} labels are unknown, not negative")
+        jobs.append(HeadJob(head, labels, data, {k: str(v) for k, v in files.items()},
+                            split["test"]["itemid"].tolist(), intro, str(cfg.source)))
+    workers = max(1, min(workers, len(jobs)))
+    if workers > 1:
+        log(f"training {len(jobs)} heads, {workers} at a time in worker processes of one torch thread each "
+            "(each head's lines appear when it is done)")
+    for name, report in run_head_jobs(jobs, workers, log):
+        reports[name] = report
+    return reports
+
+
+@dataclass
+class HeadJob:
+    """One head's training job, picklable for a worker process: its config, labels, examples per split
+    ({split: (texts, label lists)}), the split files, the test itemids, its opening log lines and the
+    config's path (for messages)."""
+    head: HeadConf
+    labels: list[str]
+    data: dict[str, tuple[list, list]]
+    files: dict[str, str]
+    test_itemids: list[str]
+    intro: str
+    source: str
+
+
+def training_workers(n_jobs: int, cores: int | None = None) -> int:
+    """How many heads train at once: one per core this process may use (`cores`, None: counted),
+    at most `n_jobs`, at least 1. Each worker trains with one torch thread, so two heads on a
+    2-core machine use both cores without any thread waiting for another. Raises nothing."""
+    if cores is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+    return max(1, min(n_jobs, cores))
+
+
+def run_head_jobs(jobs: list["HeadJob"], workers: int, log=print):
+    """Yield (head name, test report) for each job in `jobs` order, training them one by one in this
+    process (workers 1: lines logged as they come) or `workers` at a time in spawned worker processes
+    (each head's lines logged in one block when it is done; the longest jobs start first). A job's
+    error (ConfigError, DataError, ...) is raised here, after the jobs already running have ended."""
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield job.head.name, train_one_head(job, log)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    longest_first = sorted(range(len(jobs)), key=lambda i: -_job_cost(jobs[i]))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {i: pool.submit(_train_in_worker, jobs[i]) for i in longest_first}
+        for i, job in enumerate(jobs):
+            lines, report = futures[i].result()
+            for line in lines:
+                log(line)
+            yield job.head.name, report
+
+
+def _job_cost(job: "HeadJob") -> float:
+    """A rough relative cost, to start the longest jobs first: examples x epochs, x4 for bert."""
+    options = job.head.train.options
+    n = min(len(job.data["train"][0]), options.get("max_examples") or len(job.data["train"][0]))
+    return n * (options.get("epochs") or 3) * (4 if job.head.train.arch == "bert" else 1)
+
+
+def _train_in_worker(job: "HeadJob") -> tuple[list[str], dict]:
+    lines: list[str] = []
+    report = train_one_head(job, lines.append)
+    return lines, report
+
+
+def train_one_head(job: "HeadJob", log=print) -> dict:
+    """Train, calibrate and evaluate one head (HeadJob) and swap its artifact in at the head's path;
+    returns its test report. Everything runs with the training's torch threads (the `threads` option,
+    else training_threads()). Raises ConfigError when calibration switched off every label (the new
+    artifact stays in <path>.training, the old one is kept)."""
+    from tagger.models.calibrate import calibrate_artifact, format_calibration
+    from tagger.models.evaluate import evaluate_artifact
+    from tagger.models.metrics import format_report, label_distribution
+    from tagger.models.spec import read_spec
+    from tagger.models.training import torch_threads, training_threads
+
+    head, labels, data, files = job.head, job.labels, job.data, job.files
+    log(job.intro)
+    log(label_distribution(data["train"][1], labels))
+    staging = Path(head.path + ".training")
+    shutil.rmtree(staging, ignore_errors=True)
+    started = time.perf_counter()
+    with torch_threads(head.train.options.get("threads") or training_threads()):
         train_artifact(head, labels, data, staging, log)
         if head.train.precision is not None:
             changes = calibrate_artifact(staging, *data["dev"], precision=head.train.precision,
-                                         min_positives=head.train.min_dev_positives, data_path=files["dev"],
+                                         min_positives=head.train.min_dev_positives, data_path=Path(files["dev"]),
                                          confidence=head.train.confidence, objective=head.train.objective,
                                          log=log)
             log(f"-- {head.name}: thresholds calibrated on dev to precision {head.train.precision:.2f}")
             log(format_calibration(changes))
-        report = evaluate_artifact(staging, *data["test"], itemids=split["test"]["itemid"].tolist(),
-                                   data_path=files["test"])
-        log(f"-- {head.name} on the held-out test split ({len(split['test']):,} items), thresholds in the artifact:")
-        log(format_report(report))
-        if head.train.precision is not None and not any(read_spec(staging).enabled):
-            raise ConfigError(f"head '{head.name}': calibration at precision {head.train.precision} switched off "
-                              f"every label ({'; '.join(changes.after.extra.get('disabled_reasons', {}).values())}). "
-                              f"The previous artifact at {head.path} is kept; the new one is in {staging}. Fix: more "
-                              f"dev data, a lower train.precision or confidence in {cfg.source}.")
-        swap_in(staging, Path(head.path))
-        log(f"saved {head.path} ({time.perf_counter() - started:.0f}s), model card {head.path}/MODEL_CARD.md")
-        reports[head.name] = report
-    return reports
+        report = evaluate_artifact(staging, *data["test"], itemids=job.test_itemids, data_path=Path(files["test"]))
+    log(f"-- {head.name} on the held-out test split ({len(data['test'][0]):,} items), thresholds in the artifact:")
+    log(format_report(report))
+    if head.train.precision is not None and not any(read_spec(staging).enabled):
+        raise ConfigError(f"head '{head.name}': calibration at precision {head.train.precision} switched off "
+                          f"every label ({'; '.join(changes.after.extra.get('disabled_reasons', {}).values())}). "
+                          f"The previous artifact at {head.path} is kept; the new one is in {staging}. Fix: more "
+                          f"dev data, a lower train.precision or confidence in {job.source}.")
+    swap_in(staging, Path(head.path))
+    log(f"saved {head.path} ({time.perf_counter() - started:.0f}s), model card {head.path}/MODEL_CARD.md")
+    return report

@@ -88,3 +88,25 @@ def test_stages_log_start_and_end_with_seconds():
     assert stages.seconds == {"prepare": 2.5, "tag": 12.0}
     with pytest.raises(RuntimeError):
         stages.end()
+
+
+def test_tree_cpu_seconds_counts_a_child_that_is_still_running():
+    """The demo's CPU-seconds include the Spark JVM and its workers: children alive for the whole run,
+    which resource.getrusage(RUSAGE_CHILDREN) would not count until they exit."""
+    import subprocess
+    import sys
+    import time
+
+    from tagger.models.progress import tree_cpu_seconds
+
+    before = tree_cpu_seconds()
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.process_time()\n"
+                              "while time.process_time() - t < 0.6: pass\ntime.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 20
+        while tree_cpu_seconds() - before < 0.5 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert tree_cpu_seconds() - before >= 0.5 and child.poll() is None
+    finally:
+        child.kill()
+        child.wait()

@@ -278,3 +278,27 @@ def test_tag_dimension(demo):
                                               "日内瓦车展", "重庆车展", "慕尼黑车展"]]
     required += [f"内容标签/导购/{x}" for x in V.P1_LABELS]
     assert set(required) <= live
+
+
+def test_every_demo_label_has_enough_dev_positives():
+    """The default demo (tagger demo: DEMO_ITEMS over DEMO_DAYS, trained on all days but the last)
+    gives every P0 and P1 label enough dev positives for calibration at precision 0.80 with the 95%
+    margin to be reachable with room to spare: twice the fewest all-correct predictions whose Wilson
+    bound reaches 0.80 (11), so no label is switched off for want of examples."""
+    from tagger.cli.common import DEMO_DAYS, DEMO_ITEMS, DEMO_START
+    from tagger.models.calibrate import precision_lower_bound
+    from tagger.training.from_warehouse import split_of
+
+    needed = next(n for n in range(1, 200) if precision_lower_bound(np.array([n]), np.array([n]), 0.95)[0] >= 0.80)
+    data = generate(DEMO_ITEMS, DEMO_START, DEMO_DAYS)
+    last = max(data.pool.pt)
+    chosen = latest_rows(team_filter(data.pool))
+    labelled = data.truth[data.truth.itemid.isin(chosen.itemid) & (data.truth.pt != last)]
+    dev = labelled[labelled.itemid.map(split_of) == "dev"]
+    counts = {}
+    for parent, names in ((NEWCAR, V.P0_LABELS), ("内容标签/导购", V.P1_LABELS)):
+        for name in names:
+            counts[name] = int(dev.labels.map(lambda tags, p=f"{parent}/{name}": any(
+                t == p or t.startswith(p + "/") for t in tags)).sum())
+    short = {name: n for name, n in counts.items() if n < 2 * needed}
+    assert needed == 11 and not short, (needed, short, counts)

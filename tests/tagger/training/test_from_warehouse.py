@@ -173,3 +173,37 @@ def test_a_bad_embeddings_key_is_refused_at_load_naming_it(tmp_path, files, trai
         (tmp_path / name).write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match=re.escape(f"heads[1].train.{key}") + ".*" + re.escape(message)):
         load_config(write_config(tmp_path, edit=_with_p0_train(train)))
+
+
+def test_heads_trained_side_by_side_match_heads_trained_one_by_one(tmp_path):
+    """`tagger demo` trains its heads in worker processes, one torch thread each (run_head_jobs with
+    workers=2): the same artifacts' test reports as one after another in this process, in config order."""
+    import dataclasses
+
+    from tagger.training.from_warehouse import HeadJob, export_head_splits, run_head_jobs, training_workers
+
+    cfg = load_config(write_config(tmp_path))
+    test = make_data(120, 3)
+    data = {"train": TRAIN, "dev": DEV, "test": test}
+    frames = {name: __import__("pandas").DataFrame({"itemid": [f"{name}{i}" for i in range(len(d[0]))]})
+              for name, d in data.items()}
+    files = {k: str(v) for k, v in export_head_splits(frames, data, tmp_path / "data").items()}
+
+    def jobs(folder):
+        out = []
+        for name in ("p0", "p1"):
+            head = next(h for h in cfg.heads if h.name == name)
+            train = dataclasses.replace(head.train, arch="textcnn", labels=tuple(LABELS), confidence=0.5,
+                                        options={"epochs": 1, "max_length": 64})
+            head = dataclasses.replace(head, path=str(tmp_path / folder / name), train=train)
+            out.append(HeadJob(head, list(LABELS), data, files, frames["test"]["itemid"].tolist(), f"== {name}",
+                               "test"))
+        return out
+
+    lines = []
+    alone = dict(run_head_jobs(jobs("alone"), 1, log=lambda *_: None))
+    side = list(run_head_jobs(jobs("side"), 2, log=lines.append))
+    assert [name for name, _ in side] == ["p0", "p1"]
+    assert {name: r["macro_f1"] for name, r in side} == {name: r["macro_f1"] for name, r in alone.items()}
+    assert lines[0] == "== p0" and "== p1" in lines and (tmp_path / "side" / "p1" / "tagger_head.json").is_file()
+    assert training_workers(3, cores=2) == 2 and training_workers(3, cores=1) == 1 and training_workers(1, cores=8) == 1
