@@ -127,7 +127,8 @@ def _parse_paddle(line: str, where: str) -> tuple[str, list[str], object]:
     if "\t" not in line:
         raise DataError(f"{where}: no tab in the line. Fix: write text<TAB>label1,label2 (PaddleNLP "
                         "text_classification format; end the line with a tab for an example with no labels), "
-                        "or pass --format jsonl if this is JSON lines.")
+                        "or pass --format jsonl if this is JSON lines ({\"text\", \"labels\"}) or --format sft "
+                        "for {\"system\", \"src\", \"tgt\"} lines.")
     text, _, labs = line.rpartition("\t")
     names = [x for x in labs.split(PADDLE_LABEL_SEP)] if labs.strip() else []
     if any(not x.strip() for x in names):
@@ -147,6 +148,9 @@ def _parse_sft(line: str, where: str, label_sep: str) -> tuple[str, list[str], o
                         f'{keys or "no keys"}. Fix: write {{"system": "...", "src": "...", "tgt": "<label>"}}, or '
                         'pass --format jsonl for {"text", "labels"} lines.')
     tgt = rec["tgt"]
+    if not isinstance(tgt, (str, list)):
+        raise DataError(f'{where}: "tgt" must be a label, a list of labels or labels joined by {label_sep!r}, '
+                        f'got {json.dumps(tgt, ensure_ascii=False)[:40]}. Fix: write e.g. "tgt": "谍照", or "" for none.')
     if isinstance(tgt, str):
         tgt = [x for x in tgt.split(label_sep)] if tgt.strip() else []
         if any(not x.strip() for x in tgt):

@@ -204,17 +204,24 @@ class DemoClock:
 def _register_demo_heads(cfg, names: list[str]) -> None:
     """Register each newly trained demo head as the next version of its registered model (the model
     registry of docs/lifecycle.md), so `tagger promote`, `tagger shadow --candidate models:/...` and
-    `models:/` head paths have versions to work with. Without mlflow (the `lifecycle` extra) it says
-    so and goes on: the job itself reads the directories."""
+    `models:/` head paths have versions to work with. Without mlflow (the `lifecycle` extra), or when
+    the registry refuses, it says so and goes on: the demo's job reads the directories."""
+    from tagger.config import ConfigError
+
+    started = time.perf_counter()
     try:
         from tagger.lifecycle.registry import Registry
-    except ImportError:
-        click.echo("  (not registering the heads in the model registry: mlflow is not installed; "
-                   "pip install -e '.[lifecycle]')")
+
+        registry = Registry()  # imports mlflow
+        versions = [registry.register(h.name, h.path) for h in cfg.heads if h.name in names]
+    except ImportError as exc:
+        click.echo(f"  (the heads are not registered in the model registry: mlflow is not installed ({exc}); "
+                   "pip install -e '.[lifecycle]', then tagger register --head NAME --model DIR)")
         return
-    started = time.perf_counter()
-    registry = guarded(Registry)
-    versions = [guarded(lambda h=h: registry.register(h.name, h.path)) for h in cfg.heads if h.name in names]
+    except ConfigError as exc:  # RegistryError: an unreachable or refusing store
+        click.echo(f"  (the heads are not registered in the model registry: {exc} Register them later with "
+                   "tagger register --head NAME --model DIR)")
+        return
     click.echo(f"  registered {', '.join(v.uri for v in versions)} in {registry.uri} "
                f"({time.perf_counter() - started:.0f}s); make one live with: tagger promote --head NAME --version N")
 

@@ -242,7 +242,13 @@ def shadow_command(ctx, run_date, head, candidate, top):
     cfg = load_job_config(ctx)
     from tagger.lifecycle.shadow import check_candidate, compared_heads, format_shadow, run_shadow
 
-    guarded(lambda: (compared_heads(cfg, head), check_candidate(candidate)))  # before Spark starts
+    from tagger.config import ConfigError
+
+    try:  # bad options: one line and exit 2, before Spark starts
+        compared_heads(cfg, head)
+        check_candidate(candidate)
+    except ConfigError as exc:
+        _fail(exc, EXIT_USAGE)
     from tagger.lifecycle.uris import is_registry_uri
 
     if is_registry_uri(candidate) or any(is_registry_uri(h.path) for h in cfg.heads):
@@ -250,8 +256,10 @@ def shadow_command(ctx, run_date, head, candidate, top):
     spark = session(cfg, "tagger-shadow")
     result = guarded(lambda: run_shadow(spark, cfg, run_date, head, candidate, top, log=click.echo))
     click.echo(format_shadow(result))
+    next_step = (f"tagger promote --head {head} --version V" if is_registry_uri(candidate) else
+                 f"tagger register --head {head} --model {candidate}, then tagger promote --head {head} --version V")
     click.echo(f"stored: {cfg.tables.shadow} and {cfg.tables.shadow_stats}, dt='{run_date}' AND head='{head}' "
-               f"({result.seconds:.0f}s). Next, if it holds up: tagger promote --head {head} --version V")
+               f"({result.seconds:.0f}s). Next, if it holds up: {next_step}")
 
 
 @click.command("triage", short_help="Suspected label errors in a labelled file (k-fold scores + cleanlab).")

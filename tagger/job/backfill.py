@@ -146,6 +146,8 @@ def _run_pass(spark: SparkSession, cfg: Config, days: list[PreparedDate], result
                 yield record_run(spark, cfg, summary, day, [day_tagged, *per_day[d].frames])
             except Exception as exc:
                 result.failed[d] = exc
+                for df in per_day[d].frames:  # record_run drops them for a date that got that far
+                    df.unpersist()
                 if isinstance(exc, AuditRefused):
                     log(f"[{d}] REFUSED by the audits: version {exc.version} stays staged")
                 else:

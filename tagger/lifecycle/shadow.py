@@ -11,8 +11,8 @@ Like for like: both cascades share every other head, so a gated candidate runs o
 (unchanged) gate passed; a candidate for a gate re-runs the heads below it on the rows it passes, and
 those heads' tags are compared too (`compared_heads`).
 
-Per compared tag: items tagged by the champion and by the candidate, their rates over the items
-tagged, agreement = items tagged by both / items tagged by either (None when neither tagged any), and
+Per compared tag: items tagged by the champion and by the candidate, their rates over every item of
+the day, agreement = items tagged by both / items tagged by either (None when neither tagged any), and
 the `top` items with the largest |champion score - candidate score| (a row a head did not score, because
 its gate did not pass it, counts as score 0), then items whose decision flipped at equal scores (a
 candidate that only moved thresholds).
@@ -53,16 +53,27 @@ def compared_heads(cfg: Config, head: str) -> list[str]:
 
 
 def check_candidate(candidate: str) -> None:
-    """Raise ConfigError, naming --candidate, unless it is a models:/ URI or a directory holding a head
-    artifact (tagger_head.json)."""
+    """Raise ConfigError, naming --candidate and the fix, unless it is a well-formed models:/ URI
+    (models:/<name>@<alias> or models:/<name>/<version>) or a directory that loads as a head artifact
+    (tagger_head.json, or a Hugging Face checkpoint, as the job reads heads: models.spec.read_spec)."""
     from pathlib import Path
 
-    from tagger.lifecycle.uris import is_registry_uri
+    from tagger.lifecycle.uris import is_registry_uri, parse_model_uri
+    from tagger.models.spec import ArtifactError, read_spec
 
-    if not is_registry_uri(candidate) and not (Path(candidate) / "tagger_head.json").is_file():
-        raise ConfigError(f"--candidate {candidate}: not a head artifact directory (no tagger_head.json there) "
-                          f"nor a registry URI. Fix: a directory written by `tagger train`, or "
-                          f"models:/<name>@<alias> / models:/<name>/<version>.")
+    if is_registry_uri(candidate):
+        try:
+            parse_model_uri(candidate)
+        except ValueError as exc:
+            raise ConfigError(f"--candidate {exc}") from None
+        return
+    if not Path(candidate).is_dir():
+        raise ConfigError(f"--candidate {candidate}: no such directory, and not a registry URI. Fix: a head "
+                          f"directory written by `tagger train`, or models:/<name>@<alias> / models:/<name>/<version>.")
+    try:
+        read_spec(candidate)
+    except ArtifactError as exc:
+        raise ConfigError(f"--candidate {candidate}: not a usable head artifact: {exc}") from None
 
 
 def with_candidate(cfg: Config, head: str, candidate: str) -> Config:
@@ -113,6 +124,7 @@ class ShadowResult:
     per_tag: pd.DataFrame
     disagreements: pd.DataFrame
     seconds: float = 0.0
+    top: int = 5  # disagreements asked for per tag
 
 
 def score_both(spark: SparkSession, cfg: Config, items: DataFrame, champion: TaggerSpec, candidate: TaggerSpec,
@@ -253,11 +265,11 @@ def run_shadow(spark: SparkSession, cfg: Config, run_date: str, head: str, candi
                          tag_index)
     log(f"shadow {run_date}: head {head}, champion {_head_version(champion_version, head)}, candidate "
         f"{_head_version(candidate_version, head)}; comparing {len(tags)} tags of {', '.join(heads)}")
+    ensure_shadow_tables(spark, cfg)  # before the scoring pass: a table that cannot be created fails in seconds
     items = normalize(sources.pool, sources.asr, sources.ocr, cfg.text).items
     rows = score_both(spark, cfg, items, champion, challenger, heads)
     n = rows.count()
     log(f"  scored {n:,} items with both cascades ({time.perf_counter() - t0:.0f}s)")
-    ensure_shadow_tables(spark, cfg)
     overwrite_partition(spark, rows.withColumn("champion_version", F.lit(champion_version))
                         .withColumn("candidate_version", F.lit(candidate_version)), cfg.tables.shadow, run_date, head)
     per_tag, disagreements = compare(rows, tags, top)
@@ -266,7 +278,7 @@ def run_shadow(spark: SparkSession, cfg: Config, run_date: str, head: str, candi
     log(f"  wrote {cfg.tables.shadow} and {cfg.tables.shadow_stats} partition dt={run_date}/head={head} "
         f"({time.perf_counter() - t0:.0f}s)")
     return ShadowResult(run_date, head, champion_version, candidate_version, n, per_tag, disagreements,
-                        round(time.perf_counter() - t0, 1))
+                        round(time.perf_counter() - t0, 1), top)
 
 
 def _head_version(model_version: str, head: str) -> str:
@@ -311,6 +323,6 @@ def format_shadow(result: ShadowResult) -> str:
             for r in group.itertuples(index=False):
                 lines.append(f"    {r.itemid}  {r.champion_score:.3f} -> {r.candidate_score:.3f}  "
                              f"tagged by {r.tagged_by:<9}  {r.excerpt[:40]}")
-    else:
+    elif result.top:
         lines.append("no score or decision differs between champion and candidate on any compared tag.")
     return "\n".join(lines)

@@ -244,6 +244,7 @@ def test_sft_lines_read_tgt_as_one_label_a_list_or_joined_labels(tmp_path, tgt, 
     ('{"system": "x", "src": 3, "tgt": "a"}', ["sft.jsonl:1", '"src"']),
     ('{"system": "x", "src": "t", "tgt": "a,,b"}', ["sft.jsonl:1", "an empty label", "--label-sep"]),
     ('{"system": 1, "src": "t", "tgt": "a"}', ["sft.jsonl:1", '"system" must be a string']),
+    ('{"system": "x", "src": "t", "tgt": null}', ["sft.jsonl:1", '"tgt" must be a label']),
 ])
 def test_bad_sft_lines_name_file_line_and_fix(tmp_path, content, needles):
     p = tmp_path / "sft.jsonl"

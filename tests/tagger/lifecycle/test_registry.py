@@ -146,3 +146,17 @@ def summary_versions(cfg) -> str:
     from tagger.models.spec import artifact_version, read_spec
 
     return ";".join(artifact_version(h.path, read_spec(h.path)) for h in cfg.heads)
+
+
+def test_the_demo_goes_on_without_mlflow(cfg, registry_env, monkeypatch, capsys):
+    """A plain `pip install -e .` has no mlflow: the demo says so instead of failing after training.
+    Break: let _register_demo_heads call Registry() outside its try."""
+    import sys
+
+    from tagger.cli.job_commands import _register_demo_heads
+
+    for name in [m for m in sys.modules if m == "mlflow" or m.startswith("mlflow.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError
+    _register_demo_heads(cfg, ["p0"])
+    assert "not registered in the model registry: mlflow is not installed" in capsys.readouterr().out

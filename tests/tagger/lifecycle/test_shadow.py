@@ -119,13 +119,32 @@ def test_a_gate_candidate_reruns_and_compares_the_heads_below_it(spark, cfg, tra
     assert len(new_rows) and (new_rows["champion_score"] == 0).any()
 
 
-def test_unknown_head_is_one_line_and_exit_3(cfg):
-    done = CliRunner().invoke(main, ["--config", str(cfg.source), "shadow", "--date", RUN_DATE, "--head", "p9",
-                                     "--candidate", "/nowhere"])
-    assert done.exit_code == 3 and "--head p9: not a head" in done.output
+@pytest.mark.parametrize("args, needle", [
+    (["--head", "p9", "--candidate", "/nowhere"], "--head p9: not a head"),
+    (["--head", "p0", "--candidate", "/nowhere"], "--candidate /nowhere: no such directory"),
+    (["--head", "p0", "--candidate", "models:/p0"], "--candidate 'models:/p0' is not a registry model URI"),
+    (["--head", "p0", "--candidate", "{tmp}"], "--candidate {tmp}: not a usable head artifact"),
+])
+def test_bad_options_are_one_line_and_exit_2_before_spark_starts(cfg, tmp_path, args, needle):
+    """Checked before the session starts: no traceback, no Spark (a bad models:/ URI was a traceback
+    after Spark had started)."""
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    done = CliRunner().invoke(main, ["--config", str(cfg.source), "shadow", "--date", RUN_DATE, *args])
+    assert done.exit_code == 2, done.output
+    assert needle.replace("{tmp}", str(tmp_path)) in done.output and "Traceback" not in done.output
 
 
-def test_a_candidate_that_is_no_artifact_is_one_line_and_exit_3(cfg, tmp_path):
-    done = CliRunner().invoke(main, ["--config", str(cfg.source), "shadow", "--date", RUN_DATE, "--head", "p0",
-                                     "--candidate", str(tmp_path)])
-    assert done.exit_code == 3 and f"--candidate {tmp_path}: not a head artifact directory" in done.output
+def test_top_zero_prints_no_claim_about_disagreements():
+    import pandas as pd
+
+    from tagger.lifecycle.shadow import ShadowResult, format_shadow
+
+    per_tag = pd.DataFrame([dict(tag_id=1, tag_path="a/b", source_head="p0", items=10, champion_items=2,
+                                 candidate_items=4, champion_rate=0.2, candidate_rate=0.4, both_items=2,
+                                 either_items=4, agreement=0.5)])
+    empty = pd.DataFrame(columns=["tag_path", "itemid", "excerpt", "champion_score", "candidate_score", "tagged_by",
+                                  "rank"])
+    text = format_shadow(ShadowResult("2024-01-03", "p0", "p0=a", "p0=b", 10, per_tag, empty, 1.0, top=0))
+    assert "50.00%" in text and "no score or decision differs" not in text
+    assert "no score or decision differs" in format_shadow(
+        ShadowResult("2024-01-03", "p0", "p0=a", "p0=b", 10, per_tag, empty, 1.0, top=5))
