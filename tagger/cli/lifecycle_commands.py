@@ -3,7 +3,8 @@
 
 mlflow and cleanlab (the `lifecycle` extra) are imported inside the commands that need them.
 
-Exit codes: 0 done; 2 bad usage (an unknown registry version, --force without --reason); 3 a bad
+Exit codes: 0 done; 2 bad usage (an unknown registry version, --force without --reason, a shadow --head
+or --candidate that cannot be used); 3 a bad
 config, model artifact, data file or an unreachable registry; 6 the golden-set gate refused the
 promotion (the alias stayed where it was); 1 anything else.
 """
