@@ -3,6 +3,7 @@ The output and quarantine partitions are published as versions by tagger/job/pub
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -31,20 +32,28 @@ def ensure_tables(spark: SparkSession, tables: Tables) -> None:
                 spark.sql(f"ALTER TABLE IDENTIFIER(:table) ADD COLUMNS ({column} {kind})", args={"table": names[attr]})
 
 
-def append_partition(spark: SparkSession, df: DataFrame, table: str, dt: str) -> None:
-    """Add df's rows to partition dt (yyyy-MM-dd) of `table`; existing rows stay. df must hold every
-    column of the table but dt (selected by name, in the table's order: INSERT matches by position;
-    extra columns are ignored); a missing column raises pyspark's AnalysisException. Used for the
-    append-only tables (run metrics); the output and quarantine are published as versions
-    (tagger/job/publish.py)."""
-    columns = [f.name for f in spark.table(table).schema.fields if f.name != "dt"]
-    view = f"tagger_append_{uuid.uuid4().hex[:12]}"
+@contextmanager
+def table_rows_view(spark: SparkSession, df: DataFrame, table: str, partition_columns=("dt",)):
+    """A temporary view of df's columns named like `table`'s, in the table's order, without its
+    `partition_columns` (INSERT matches by position; extra df columns are ignored); yields the view's
+    name and drops the view afterwards. A missing column raises pyspark's AnalysisException."""
+    columns = [f.name for f in spark.table(table).schema.fields if f.name not in partition_columns]
+    view = f"tagger_rows_{uuid.uuid4().hex[:12]}"
     df.select(*columns).createOrReplaceTempView(view)
     try:
-        spark.sql("INSERT INTO TABLE IDENTIFIER(:table) PARTITION (dt) SELECT *, :dt AS dt FROM IDENTIFIER(:view)",
-                  args={"table": table, "dt": dt, "view": view})
+        yield view
     finally:
         spark.catalog.dropTempView(view)
+
+
+def append_partition(spark: SparkSession, df: DataFrame, table: str, dt: str) -> None:
+    """Add df's rows to partition dt (yyyy-MM-dd) of `table`; existing rows stay. df must hold every
+    column of the table but dt (table_rows_view); a missing column raises pyspark's AnalysisException.
+    Used for the append-only tables (run metrics); the output and quarantine are published as versions
+    (tagger/job/publish.py)."""
+    with table_rows_view(spark, df, table) as view:
+        spark.sql("INSERT INTO TABLE IDENTIFIER(:table) PARTITION (dt) SELECT *, :dt AS dt FROM IDENTIFIER(:view)",
+                  args={"table": table, "dt": dt, "view": view})
 
 
 def write_metrics(spark: SparkSession, cfg: Config, s, started_at: str) -> None:

@@ -224,16 +224,11 @@ def ensure_shadow_tables(spark: SparkSession, cfg: Config) -> None:
 def overwrite_partition(spark: SparkSession, df: DataFrame, table: str, dt: str, head: str) -> None:
     """Replace partition (dt, head) of `table` with df's rows (df holds the table's other columns, by
     name); no other partition changes."""
-    import uuid
+    from tagger.job.write import table_rows_view
 
-    columns = [f.name for f in spark.table(table).schema.fields if f.name not in ("dt", "head")]
-    view = f"tagger_shadow_{uuid.uuid4().hex[:12]}"
-    df.select(*columns).createOrReplaceTempView(view)
-    try:
+    with table_rows_view(spark, df, table, ("dt", "head")) as view:
         spark.sql("INSERT OVERWRITE TABLE IDENTIFIER(:table) PARTITION (dt = :dt, head = :head) "
                   "SELECT * FROM IDENTIFIER(:view)", args={"table": table, "dt": dt, "head": head, "view": view})
-    finally:
-        spark.catalog.dropTempView(view)
 
 
 def run_shadow(spark: SparkSession, cfg: Config, run_date: str, head: str, candidate: str, top: int = 5,
