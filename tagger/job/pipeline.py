@@ -123,7 +123,7 @@ def finish(spark: SparkSession, cfg: Config, day: PreparedDate, tagged: DataFram
     # The summary is read from the cached results before they are written: Spark drops the cache of
     # a DataFrame once it has been inserted into a table, and anything read from `tagged` after the
     # write would run the models again (measured: the summary stage took longer than tagging).
-    tag_count, implied, with_tags = tag_counts(tagged)
+    tag_count, implied, with_tags, sources = tag_counts(tagged)
     reasons = quarantine_reasons(quarantine)
 
     stages.start("stage")
@@ -152,7 +152,8 @@ def finish(spark: SparkSession, cfg: Config, day: PreparedDate, tagged: DataFram
     summary = RunSummary(
         run_date=run_date, run_id=day.run_id, items_selected=counts["selected"], items_tagged=counts["tagged"],
         items_with_tags=with_tags, items_quarantined=counts["dropped"],
-        quarantine_rows=counts["quarantine"], tag_counts=tag_count, quarantine_reasons=reasons,
+        quarantine_rows=counts["quarantine"], tag_counts=tag_count, tag_sources=sources,
+        quarantine_reasons=reasons,
         model_version=model_version, rules_version=spec.rules.version, disabled_labels=day.disabled,
         # read after the write: a write that ran the models again would show here
         model_loads=loads.models.value, python_workers=len(loads.workers.value), implied_parents=implied,

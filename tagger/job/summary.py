@@ -25,6 +25,8 @@ class RunSummary:
     items_quarantined: int = 0
     quarantine_rows: int = 0
     tag_counts: dict[str, int] = field(default_factory=dict)
+    # tag path -> {who emitted it: items}: a head's name, "rule" or "hierarchy" (udfs/tagging.py's source)
+    tag_sources: dict[str, dict[str, int]] = field(default_factory=dict)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     model_version: str = ""
@@ -52,7 +54,7 @@ class RunSummary:
             lines.append(f"      {n:>7,}  {reason}")
         lines.append("  tags:")
         for path, n in sorted(self.tag_counts.items(), key=lambda kv: (-kv[1], kv[0])):
-            lines.append(f"      {n:>7,}  {path}")
+            lines.append(f"      {n:>7,}  {path}{_emitted_by(self.tag_sources.get(path))}")
         if self.implied_parents:
             lines.append(f"  {self.implied_parents:,} parent tags implied by a child tag the heads disagreed on "
                          f"(source 'hierarchy')")
@@ -78,6 +80,16 @@ class RunSummary:
         lines.append(f"  seconds: {stages}")
         lines.append(f"  models: {self.model_version}   rules: {self.rules_version}")
         return "\n".join(lines)
+
+
+def _emitted_by(sources: dict[str, int] | None) -> str:
+    """"  (by p0)" or "  (by rule 12, p0 30)": who emitted a tag, most first; "" when unknown."""
+    if not sources:
+        return ""
+    ranked = sorted(sources.items(), key=lambda kv: (-kv[1], kv[0]))
+    if len(ranked) == 1:
+        return f"  (by {ranked[0][0]})"
+    return "  (by " + ", ".join(f"{who} {n:,}" for who, n in ranked) + ")"
 
 
 # What decides a run's rows, and so its id (docs/cluster.md, "The run id"). Where or how the job ran
@@ -125,17 +137,20 @@ def run_fingerprint(run_date: str, cfg: Config, model_version: str, rules_versio
     return f"{run_date}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
 
 
-def tag_counts(tagged: DataFrame) -> tuple[dict[str, int], int, int]:
+def tag_counts(tagged: DataFrame) -> tuple[dict[str, int], int, int, dict[str, dict[str, int]]]:
     """From the tagged items (OUTPUT_SCHEMA columns): ({tag path: items carrying it}, parent tags
-    implied by the hierarchy, items with at least one tag)."""
+    implied by the hierarchy, items with at least one tag, {tag path: {source: items}}), where a
+    source is the head that emitted the tag, "rule" or "hierarchy"."""
     counts: dict[str, int] = {}
+    sources: dict[str, dict[str, int]] = {}
     implied = 0
     for r in (tagged.select(F.explode("tags").alias("t"))
               .groupBy(F.col("t.tag_path").alias("tag_path"), F.col("t.source").alias("source"))
               .agg(F.count("*").alias("n")).collect()):
         counts[r["tag_path"]] = counts.get(r["tag_path"], 0) + r["n"]
+        sources.setdefault(r["tag_path"], {})[r["source"]] = r["n"]
         implied += r["n"] if r["source"] == HIERARCHY else 0
-    return counts, implied, tagged.filter(F.size("tags") > 0).count()
+    return counts, implied, tagged.filter(F.size("tags") > 0).count(), sources
 
 
 def quarantine_reasons(quarantine: DataFrame) -> dict[str, int]:

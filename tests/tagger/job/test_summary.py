@@ -63,3 +63,16 @@ def test_the_inputs_are_the_documented_keys(tmp_path):
     cfg = load_config(write_config(tmp_path))
     assert tuple(run_id_inputs(cfg, "m", "r", TAGS)) == RUN_ID_KEYS
     assert "SOME_VAR" not in str(run_id_inputs(cfg, "m", "r", TAGS))
+
+
+def test_the_summary_names_who_emitted_each_tag():
+    """A tag from one head shows that head; a tag from several sources shows each, most first.
+    Break: `_emitted_by` returning "" (the rare-label binary head's tag would be anonymous)."""
+    from tagger.job.summary import RunSummary
+
+    text = RunSummary(run_date=DATE, run_id="x",
+                      tag_counts={"内容标签/新车资讯/新车到店": 12, "内容标签/车展": 30},
+                      tag_sources={"内容标签/新车资讯/新车到店": {"p0_rare": 12},
+                                   "内容标签/车展": {"p0": 8, "rule": 22}}).format()
+    assert "     12  内容标签/新车资讯/新车到店  (by p0_rare)" in text
+    assert "     30  内容标签/车展  (by rule 22, p0 8)" in text
