@@ -350,3 +350,33 @@ def test_the_job_tags_with_a_knn_head_once_per_tag_and_reruns_equal(heads, encod
                 score = round_scores(knn.predict_proba([by_id[itemid]]))[0, j]
                 assert t["score"] == pytest.approx(float(score)) and score >= knn.spec.thresholds[j]
     assert hits > 50
+
+
+def test_a_configured_head_can_be_built_as_knn_by_tagger_train(encoders, tmp_path):
+    """`train: {arch: knn, encoder: ..., k: ...}` in a config's heads: read by load_config and built by
+    the warehouse training's train_artifact (what `tagger train` runs per head) from the training split,
+    with no training. Wrong options are config errors naming the key."""
+    from conftest import write_config
+    from tagger.config import ConfigError, load_config
+    from tagger.training.from_warehouse import train_artifact
+
+    def with_train(train):
+        def edit(raw):
+            next(h for h in raw["heads"] if h["name"] == "p0")["train"] = train
+        return edit
+
+    cfg = load_config(write_config(tmp_path, edit=with_train(
+        {"arch": "knn", "labels": "children", "precision": 0.8, "encoder": str(encoders["head"]), "k": 3})))
+    p0 = next(h for h in cfg.heads if h.name == "p0")
+    assert p0.train.arch == "knn" and p0.train.options == {"encoder": str(encoders["head"]), "k": 3}
+    out = tmp_path / "p0"
+    train_artifact(p0, LABELS, {"train": TRAIN, "dev": DEV, "test": TEST}, out, log=QUIET)
+    spec = read_spec(out)
+    assert spec.arch == "knn" and spec.extra["knn"]["k"] == 3 and spec.extra["bank"]["examples"] == len(TRAIN[0])
+    built = load_head(out)
+    np.testing.assert_allclose(built.bank, built.encoder.embed(TRAIN[0]), atol=1e-5)
+    for train, key in [({"arch": "knn", "labels": "children"}, "encoder"),
+                       ({"arch": "knn", "labels": "children", "encoder": "x", "epochs": 2}, "epochs"),
+                       ({"arch": "textcnn", "labels": "children", "k": 5}, "k")]:
+        with pytest.raises(ConfigError, match=rf"key 'heads\[1\]\.train\.{key}'"):
+            load_config(write_config(tmp_path, name="bad.yaml", edit=with_train(train)))
