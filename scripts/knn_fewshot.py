@@ -13,6 +13,9 @@ their examples; dev and test are untouched. Then, per n:
                multi-label textcnn's penultimate layer: it learnt from exactly the same examples
   knn/gate     the same bank under the demo's gate head (a textcnn trained for 新车资讯 alone: it
                never saw a P0 label, and the P0 test items are in its held-out split too)
+  knn/grown    (n > the smallest size) the smallest size's knn/own head with this size's extra examples
+               added by `add_examples` (tagger knn-add): no training, the encoder stays the one trained
+               on the smallest subsample; recalibrated on dev
   knn/p1       the same bank under the demo's P1 head (a textcnn for the 12 children of 导购: it
                never saw a P0 label either)
 
@@ -111,7 +114,7 @@ def main(argv=None) -> int:
     import torch
 
     from tagger.models.calibrate import calibrate_artifact
-    from tagger.models.knn import build_knn_head
+    from tagger.models.knn import add_examples, build_knn_head
     from tagger.models.training import train_head
 
     torch.set_num_threads(1)
@@ -131,6 +134,8 @@ def main(argv=None) -> int:
     results = {"labels": list(few), "seeds": seeds, "k": args.k, "epochs": args.epochs, "runs": {}}
     print(f"test positives: " + ", ".join(f"{lab} {sum(lab in labs for labs in test[1])}" for lab in few)
           + f"; dev positives: " + ", ".join(f"{lab} {sum(lab in labs for labs in dev[1])}" for lab in few), flush=True)
+    base = {}  # seed -> (knn/own directory, kept indices) of the smallest size
+    smallest = next((n for n in sizes if n != "all"), None)
     for n, seed in [(n, seed) for n in sizes for seed in seeds]:
         keep = list(range(len(train[0]))) if n == "all" else subsample(train[1], few, int(n), seed)
         texts = [train[0][i] for i in keep]
@@ -148,6 +153,13 @@ def main(argv=None) -> int:
             d = run / name.replace("/", "_")
             build_knn_head(d, encoder, texts, labels, all_labels, k=args.k, head=f"p0-knn-n{n}", device="cpu")
             heads[name] = d
+        if n == smallest:
+            base[seed] = (heads["knn/own"], set(keep))
+        elif n != "all" and seed in base:
+            extra = sorted(set(keep) - base[seed][1])
+            d = run / "knn_grown"
+            add_examples(base[seed][0], d, [train[0][i] for i in extra], [train[1][i] for i in extra], device="cpu")
+            heads["knn/grown"] = d
         row = {"train_examples": len(texts), "train_positives": got, "heads": {}}
         for name, d in heads.items():
             calibrate_artifact(d, dev[0], dev[1], device="cpu")  # tagger calibrate's defaults
@@ -161,7 +173,7 @@ def main(argv=None) -> int:
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["load_average"] = {"start": [round(x, 2) for x in load0], "end": [round(x, 2) for x in os.getloadavg()]}
     (args.out / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
-    names = ["multi-label", "knn/own"] + [name for name, _ in encoders]
+    names = ["multi-label", "knn/own", "knn/grown"] + [name for name, _ in encoders]
     print()
     print("| label | n | " + " | ".join(f"{h} P / R / F1" for h in names) + " |")
     print("|---|---|" + "---|" * len(names))
@@ -169,7 +181,10 @@ def main(argv=None) -> int:
         for n in sizes:
             cells = []
             for h in names:
-                ms = [results["runs"][f"{n}/{seed}"]["heads"][h][label] for seed in seeds]
+                ms = [results["runs"][f"{n}/{seed}"]["heads"].get(h, {}).get(label) for seed in seeds]
+                if None in ms:
+                    cells.append("")
+                    continue
                 mean = {key: float(np.mean([m[key] for m in ms])) for key in ("precision", "recall", "f1")}
                 off = sum(not m["on"] for m in ms)
                 cells.append(f"{mean['precision']:.2f} / {mean['recall']:.2f} / **{mean['f1']:.2f}**"
