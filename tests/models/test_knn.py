@@ -123,8 +123,8 @@ def test_the_hf_embedding_is_the_mean_pooled_last_hidden_state(heads, encoders):
 
 def test_the_textcnn_embedding_is_the_heads_penultimate_layer(heads, encoders):
     """sigmoid(fc(features)) is the textcnn head's own score, and the kNN embedding is those features
-    at unit norm. Break: return the logits (or the dropout's output in training mode) from
-    TextCNN.features."""
+    at unit norm. Break: embed with the head's logits (`self.head._logits(...)`) instead of
+    TextCNN.features in Encoder.embed."""
     import torch
 
     cnn = load_head(encoders["head"])
@@ -140,7 +140,8 @@ def test_the_textcnn_embedding_is_the_heads_penultimate_layer(heads, encoders):
 @pytest.mark.parametrize("kind", ["hf", "head"])
 def test_an_items_score_does_not_depend_on_its_batch(heads, kind):
     """The job's rerun guarantee: the rounded scores of an item alone, in batches of 7 and in the
-    whole list are equal."""
+    whole list are equal. Break: pass no lengths to TextCNN.features in Encoder.embed (the max then
+    runs over the batch's padding too)."""
     head = load_head(heads[kind])
     texts = TEST[0][:60]
     whole = round_scores(head.predict_proba(texts, batch_size=64))
@@ -297,7 +298,8 @@ def test_the_job_tags_with_a_knn_head_once_per_tag_and_reruns_equal(heads, encod
     gate, checked at job start by build_spec (tagger/job/tag.py), then tag_partitions (the
     mapInPandas function of udfs/tagging.py) over the same items in two different partitionings and
     twice: every item carries each tag at most once, the outputs are equal row for row, and each knn
-    tag is the head's own rounded score over its threshold."""
+    tag is the head's own rounded score over its threshold. Break: as in the batch test above (no
+    lengths to TextCNN.features): the two partitionings then tag differently."""
     from conftest import write_config
     from tagger.config import load_config
     from tagger.job.tag import build_spec
