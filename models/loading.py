@@ -208,7 +208,8 @@ def load_head(path: str | os.PathLike, device: str | None = None, runtime: str |
     <path>/model.onnx (models/onnx_runtime.py; onnxruntime is imported only then); on a CUDA
     device the head loads with torch.
 
-    `path`: a directory written by training (textcnn or bert), an ensemble directory, or a Hugging
+    `path`: a directory written by training (textcnn or bert), a linear or knn head (models/knn.py:
+    a KnnHead; faiss is imported then), an ensemble directory, or a Hugging
     Face sequence-classification checkpoint. Returns a LoadedHead (an EnsembleHead for an ensemble)
     in eval mode whose predict_proba gives (n, L) float32 scores. Raises ArtifactError when the
     directory is missing, the sidecar is invalid (read_spec), the weights are missing, pickled,
@@ -235,6 +236,10 @@ def load_head(path: str | os.PathLike, device: str | None = None, runtime: str |
         from .linear import load_linear
 
         return load_linear(d, spec, shapes)
+    if spec.arch == "knn":  # an encoder plus a bank searched with faiss (imported only here)
+        from .knn import load_knn
+
+        return load_knn(d, spec, shapes, device=device)
     dev = _default_device(device)
     onnx = (runtime or spec.extra.get("runtime") or "torch") == "onnx" and dev.type == "cpu"
     if spec.arch == "textcnn":

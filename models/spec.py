@@ -10,6 +10,9 @@ bert:     tagger_head.json + a plain Hugging Face `save_pretrained` directory (c
           model.safetensors, tokenizer.json/tokenizer_config.json/vocab.txt)
 linear:   tagger_head.json, model.safetensors (coef, intercept, idf), linear_vocab.json (models/linear.py)
 ensemble: tagger_head.json only, with `combine` and `members` (see models/ensemble.py)
+knn:      tagger_head.json (the `knn` block: k, weighting, encoder, encoder_kind), model.safetensors
+          (bank (n, d) float32 unit rows, bank_labels (n, L) uint8), encoder/ (an HF encoder
+          checkpoint or a project textcnn/bert head; models/knn.py)
 A head that reads words (textcnn or linear, `text.tokenizer` word | char+word) also carries the team
 dictionary, dictionary.txt (models/words.py).
 A textcnn or bert head may carry model.onnx (`tagger export-onnx`) and the sidecar key
@@ -41,9 +44,12 @@ FORMAT_VERSION = 1
 SIDECAR = "tagger_head.json"
 WEIGHTS = "model.safetensors"
 VOCAB = "vocab.txt"
-ARCHS = ("textcnn", "bert", "linear", "ensemble")  # linear: models/linear.py; ensemble: models/ensemble.py
+ARCHS = ("textcnn", "bert", "linear", "ensemble", "knn")  # linear: models/linear.py; ensemble: models/ensemble.py;
+# knn: models/knn.py
 # Files besides the weights that decide a head's scores: their bytes are in the model version too.
 SCORING_FILES = ("linear_vocab.json", "word_vocab.json", "dictionary.txt")
+KNN_WEIGHTINGS = ("relu",)  # a kNN head's neighbour weights: w = max(cosine, 0) (models/knn.py)
+KNN_ENCODER_KINDS = ("hf", "head")  # encoder/: a Hugging Face encoder checkpoint, or a project textcnn head
 COMBINE = ("intersection", "union", "mean")  # how an ensemble combines its members' scores
 ONNX_FILE = "model.onnx"  # the forward pass as an ONNX graph (models/onnx_runtime.py)
 RUNTIMES = ("torch", "onnx")  # the sidecar's optional "runtime" key; absent = torch
@@ -141,7 +147,8 @@ class HeadSpec:
         the key: empty head, unknown arch, labels not a non-empty list of distinct non-empty strings,
         thresholds not one number in [0, 1] per label, enabled not one bool per label, max_length
         not a positive int, version not a string, a bad decision block or disabled_reasons, a
-        runtime other than torch/onnx (onnx on a linear or ensemble head)."""
+        runtime other than torch/onnx (onnx on a linear, ensemble or knn head), a knn head's `knn`
+        block not {k: int >= 1, weighting: relu, encoder: a relative directory, encoder_kind: hf|head}."""
         def bad(key, problem, fix):
             raise ArtifactError(directory, file, problem, fix, key=key)
 
@@ -178,6 +185,8 @@ class HeadSpec:
         if runtime == "onnx" and self.arch not in ONNX_ARCHS:
             bad("runtime", f"\"onnx\" is for {list(ONNX_ARCHS)} heads, this one is {self.arch!r}",
                 "drop the key: a linear head is numpy already, an ensemble takes its members' runtimes")
+        if self.arch == "knn":
+            _validate_knn_block(self.extra.get("knn"), bad)
         reasons = self.extra.get("disabled_reasons")
         if reasons is not None and (not isinstance(reasons, dict)
                                     or not all(isinstance(k, str) and isinstance(v, str) for k, v in reasons.items())):
@@ -204,10 +213,13 @@ class HeadSpec:
 def artifact_version(path: str | os.PathLike, spec: HeadSpec | None = None) -> str:
     """"<version>@<digest>": what the job records as a head's model version. The digest covers the
     thresholds, switches and decision block and the bytes of the weights file that will be loaded
-    (weights_digest) and of the other files that decide scores (SCORING_FILES), and for an ensemble its members' as well: a recalibrated head (or member), or
+    (weights_digest) and of the other files that decide scores (SCORING_FILES), for a knn head of
+    every file of its encoder/ (encoder_digest; its bank is its model.safetensors, so a head with
+    added examples is a new version), and for an ensemble its members' as well: a recalibrated head (or member), or
     a model.safetensors replaced in place, is a new model version, and a reused Python worker
     reloads it. A head on the onnx runtime adds "+onnx" and the digest of model.onnx. Raises
-    ArtifactError for a missing weights file, or a missing model.onnx when the sidecar asks for it."""
+    ArtifactError for a missing weights file, or a missing model.onnx when the sidecar asks for it,
+    or a knn head whose bank or encoder fails validate_knn."""
     spec = spec or read_spec(path)
     digest = spec.decision_digest()
     if spec.arch != "ensemble":
@@ -218,6 +230,9 @@ def artifact_version(path: str | os.PathLike, spec: HeadSpec | None = None) -> s
         for name in SCORING_FILES:  # a vocabulary or dictionary replaced in place is a new version too
             if (directory / name).is_file():
                 digest = f"{digest}+{weights_digest(directory / name)[:8]}"
+        if spec.arch == "knn":  # the bank is in model.safetensors (above); the encoder decides the embeddings
+            validate_knn(directory, spec, check_weights(directory))  # at job start, not later on a worker
+            digest = f"{digest}+enc{encoder_digest(directory / spec.extra['knn']['encoder'])[:8]}"
         if spec.extra.get("runtime") == "onnx":  # another backend is another model version (worker cache key)
             if not (directory / ONNX_FILE).is_file():
                 raise ArtifactError(directory, ONNX_FILE, "the sidecar asks for \"runtime\": \"onnx\" but the file "
@@ -494,3 +509,68 @@ def validate_ensemble(directory, spec: HeadSpec) -> list[HeadSpec]:
                                 "train the members on the same label file (same labels, same order)", key="members")
         specs.append(member)
     return specs
+
+
+# -- kNN heads: an encoder plus a bank of labelled examples (models/knn.py) ---------------------
+
+def _validate_knn_block(block, bad) -> None:
+    """Check a knn sidecar's `knn` block; `bad(key, problem, fix)` raises."""
+    if not isinstance(block, dict):
+        bad("knn", "a knn head needs a `knn` object {k, weighting, encoder, encoder_kind}",
+            "rebuild the head with `tagger knn-build` (it writes the block)")
+    unknown = sorted(set(block) - {"k", "weighting", "encoder", "encoder_kind"})
+    if unknown:
+        bad("knn", f"unknown keys {unknown} (known: k, weighting, encoder, encoder_kind)", "fix the spelling or drop them")
+    k = block.get("k")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        bad("knn", f"k must be an integer >= 1 (neighbours per item), got {k!r}", "write e.g. \"k\": 5")
+    if block.get("weighting", "relu") not in KNN_WEIGHTINGS:
+        bad("knn", f"weighting must be one of {list(KNN_WEIGHTINGS)}, got {block.get('weighting')!r}",
+            "write \"weighting\": \"relu\" (w = max(cosine, 0)) or drop the key")
+    enc = block.get("encoder")
+    if not isinstance(enc, str) or not enc or os.path.isabs(enc) or ".." in Path(enc).parts:
+        bad("knn", f"encoder must name a sub-directory of the head (e.g. \"encoder\"), got {enc!r}",
+            "copy the encoder into the head directory and name it relative to it")
+    if block.get("encoder_kind") not in KNN_ENCODER_KINDS:
+        bad("knn", f"encoder_kind must be one of {list(KNN_ENCODER_KINDS)}, got {block.get('encoder_kind')!r}",
+            "write \"hf\" (a Hugging Face encoder checkpoint) or \"head\" (a project textcnn head)")
+
+
+def validate_knn(directory, spec: HeadSpec, shapes: dict[str, list[int]]) -> tuple[int, int]:
+    """Check a knn head's bank against its sidecar without reading the bank: `shapes` is
+    check_weights(directory). Returns (bank size n, embedding size d). Raises ArtifactError when
+    `bank` or `bank_labels` is missing, bank is not (n, d), bank_labels is not (n, len(labels)),
+    the bank holds fewer than k examples, or the encoder directory is missing."""
+    d = Path(directory)
+    block = spec.extra["knn"]
+    fix = "rebuild the head with `tagger knn-build` (or add examples with `tagger knn-add`), which writes both together"
+    for name in ("bank", "bank_labels"):
+        if name not in shapes:
+            raise ArtifactError(d, WEIGHTS, f"not a kNN bank: tensor '{name}' is missing (tensors: "
+                                f"{sorted(shapes)[:6]})", fix, key=name)
+    bank, lab = shapes["bank"], shapes["bank_labels"]
+    if len(bank) != 2 or bank[0] < 1 or bank[1] < 1:
+        raise ArtifactError(d, WEIGHTS, f"bank must be (examples, dimensions), got shape {bank}", fix, key="bank")
+    L = len(spec.labels)
+    if len(lab) != 2 or lab[0] != bank[0] or lab[1] != L:
+        raise ArtifactError(d, WEIGHTS, f"bank_labels has shape {lab}, expected ({bank[0]}, {L}): one row per bank "
+                            f"example and one column per sidecar label", fix, key="bank_labels")
+    if bank[0] < block["k"]:
+        raise ArtifactError(d, SIDECAR, f"k is {block['k']} but the bank holds only {bank[0]} examples",
+                            f"lower k to at most {bank[0]} or add examples (`tagger knn-add`)", key="knn")
+    enc = d / block["encoder"]
+    if not enc.is_dir():
+        raise ArtifactError(d, block["encoder"], "the encoder directory is missing",
+                            "copy the complete head directory (the encoder lives inside it)", key="knn")
+    return int(bank[0]), int(bank[1])
+
+
+def encoder_digest(directory: str | os.PathLike) -> str:
+    """sha256 (hex) over the relative paths and byte digests of every file under a kNN head's encoder
+    directory, in sorted order: replacing any encoder file is a new model version. Raises OSError if
+    a file is unreadable."""
+    base = Path(directory)
+    h = hashlib.sha256()
+    for p in sorted(x for x in base.rglob("*") if x.is_file()):
+        h.update(f"{p.relative_to(base).as_posix()}={weights_digest(p)}\n".encode("utf-8"))
+    return h.hexdigest()

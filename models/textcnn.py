@@ -74,6 +74,13 @@ class TextCNN(nn.Module):
                 tables: list[torch.Tensor] | None = None) -> torch.Tensor:
         """input_ids: (B, T) long, T >= min_width; lengths: (B,) real lengths (None: all T);
         tables: from `precompute_tables()` (None: built from the batch's distinct ids)."""
+        return self.fc(self.dropout(self.features(input_ids, lengths, tables)))
+
+    def features(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None,
+                 tables: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The penultimate representation: (B, num_filters * len(kernel_sizes)) float, the ReLU of
+        each filter's masked max over time, before dropout and the output layer (a kNN head's
+        embedding, models/knn.py). Inputs as for forward."""
         B, T = input_ids.shape
         if T < self.min_width:
             input_ids = F.pad(input_ids, (0, self.min_width - T), value=self.embedding.padding_idx or 0)
@@ -98,8 +105,7 @@ class TextCNN(nn.Module):
             h = h + conv.bias.to(h.dtype)
             h = h.masked_fill(self._valid_mask(lengths, k, width)[:, :, None], float("-inf"))
             pooled.append(torch.relu(h.amax(dim=1)))
-        z = self.dropout(torch.cat(pooled, dim=1))
-        return self.fc(z)
+        return torch.cat(pooled, dim=1)
 
     def forward_conv(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Reference implementation with nn.Conv1d (same weights, same result up to rounding)."""

@@ -123,7 +123,7 @@ def head_labels(head: HeadConf, tag_paths) -> list[str]:
 class TrainConf:
     """A head's `train:` section as validated by load_config (see the field comments); read by
     `tagger train` only, never by the daily job."""
-    arch: str  # textcnn | bert | linear | ensemble
+    arch: str  # textcnn | bert | linear | knn | ensemble
     labels: tuple[str, ...] | None  # None: the active children of the head's parent
     options: dict[str, Any] = field(default_factory=dict)  # epochs, max_length, lr, ...; dictionary: its entries
     precision: float | None = None  # calibrate thresholds on dev to this precision after training
@@ -324,12 +324,17 @@ TRAIN_OPTIONS = {"epochs": int, "max_length": int, "lr": float, "batch_size": in
                  # textcnn and linear: char | word | char+word, and the team dictionary file (a path, relative
                  # to the config's folder; read here, so a bad file stops `tagger train` at start)
                  "tokenizer": str, "dictionary": str,
+                 # knn only (models/knn.py): the encoder directory (an HF encoder checkpoint or a textcnn/bert
+                 # head; relative to the config's folder) and the neighbours per item. No training: the
+                 # examples become the bank
+                 "encoder": str, "k": int,
                  # textcnn only: a word2vec text file initialising its embedding table (`tagger train
                  # --embeddings`; relative to the config's folder; its header is checked here)
                  "embeddings": str,
                  # linear only: LogisticRegression's C, the vocabulary's min_df and max_features
                  "c": float, "min_df": int, "max_features": int}
 TRAIN_ARCHS = ("textcnn", "bert", "linear")
+KNN_OPTIONS = ("encoder", "k", "max_length", "batch_size", "max_examples", "seed", "threads")  # what arch: knn takes
 
 
 HEAD_TRAIN_KEYS = ("arch", "labels", "precision", "confidence", "objective", "min_dev_positives", "combine",
@@ -347,16 +352,28 @@ def _options(t: _Reader, skip: tuple[str, ...], conf_dir: Path, arch: str) -> di
         if key not in TRAIN_OPTIONS:
             t.fail(key, f"unknown training option; known: {', '.join(skip)}, {', '.join(TRAIN_OPTIONS)}")
         options[key] = t.get(key, (int, float) if TRAIN_OPTIONS[key] is float else TRAIN_OPTIONS[key])
-    for key in ("max_examples", "threads", "epochs", "batch_size", "max_length"):
+    for key in ("max_examples", "threads", "epochs", "batch_size", "max_length", "k"):
         if key in options and options[key] < 1:
             t.fail(key, f"must be >= 1, got {options[key]}")
     # an ensemble's own options go to every member: each arch takes the ones that apply to it
     wrong = {"linear": ("epochs", "lr", "patience", "batch_size", "size"),
              "textcnn": ("c", "min_df", "max_features"), "bert": ("c", "min_df", "max_features")}
+    if arch == "knn":
+        wrong["knn"] = tuple(k for k in TRAIN_OPTIONS if k not in KNN_OPTIONS)
+        if "encoder" not in options:
+            t.fail("encoder", "is required for arch: knn (the encoder whose embeddings the bank holds)",
+                   "Point it at a Hugging Face encoder checkpoint or a textcnn/bert head directory, e.g. "
+                   "encoder: ${TAGGER_HOME}/models/gate.")
+        options["encoder"] = str(Path(conf_dir) / expand(options["encoder"], conf_dir))
+    else:
+        for key in ("encoder", "k"):
+            if key in options:
+                t.fail(key, f"is only for arch: knn, not {arch}", "Remove it.")
     for key in wrong.get(arch, ()):
         if key in options:
             t.fail(key, f"does not apply to arch: {arch}",
-                   "Remove it (linear takes c / min_df / max_features; textcnn and bert take epochs / lr / ...).")
+                   "Remove it (linear takes c / min_df / max_features; textcnn and bert take epochs / lr / ...; "
+                   f"knn takes {' / '.join(KNN_OPTIONS)}).")
     if "tokenizer" in options:
         if options["tokenizer"] not in TOKENIZERS:
             t.fail("tokenizer", f"must be one of {', '.join(TOKENIZERS)}, got {options['tokenizer']!r}")
@@ -400,8 +417,8 @@ def _embeddings_file(t: _Reader, value: str, conf_dir: Path, arch: str) -> str:
 
 def _train_conf(t: _Reader, conf_dir: Path) -> TrainConf:
     arch = t.get("arch", str)
-    if arch not in TRAIN_ARCHS + ("ensemble",):
-        t.fail("arch", f"must be 'textcnn', 'bert', 'linear' or 'ensemble', got {arch!r}")
+    if arch not in TRAIN_ARCHS + ("ensemble", "knn"):
+        t.fail("arch", f"must be 'textcnn', 'bert', 'linear', 'knn' or 'ensemble', got {arch!r}")
     labels = t.get("labels", (list, str))
     if labels == "children":
         labels = None

@@ -97,6 +97,24 @@ def test_onnxruntime_is_imported_only_inside_the_onnx_backends_functions():
     assert bad == []
 
 
+def test_faiss_is_imported_only_inside_the_knn_heads_functions():
+    """The job's hot path imports faiss only when a configured head is knn: on the job's side only
+    models/knn.py names it, only inside functions, and models/knn.py itself is reached only inside
+    functions (load_head's knn branch). Break: `import faiss` at the top of models/knn.py, or `from
+    .knn import load_knn` at the top of models/loading.py. tests/models/test_knn.py checks the same at
+    run time: a textcnn head loads and scores without faiss in sys.modules."""
+    bad = []
+    for module, path, top in _job_modules():
+        for name in _imports(path, module):
+            if (name or "").split(".")[0] == "faiss" and module != "tagger.models.knn":
+                bad.append(f"{path.relative_to(REPO)} imports {name}")
+        for name in top:
+            if name and (name.split(".")[0] == "faiss" or name == "tagger.models.knn"
+                         or (name == "knn" or name.endswith(".knn")) and module != "tagger.models.knn"):
+                bad.append(f"{path.relative_to(REPO)} imports {name} at module level")
+    assert bad == []
+
+
 def test_no_generic_top_level_names_are_imported():
     """Only the installed names: `models.x`, `udfs.x` or `jobs.x` would pick up whatever else on
     the path is so named."""

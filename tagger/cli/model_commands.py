@@ -1,5 +1,6 @@
 """The model commands, for the people who train and tune heads: `tagger train`, `tagger split`,
-`tagger evaluate`, `tagger calibrate`, `tagger ensemble` and `tagger export-onnx`.
+`tagger evaluate`, `tagger calibrate`, `tagger ensemble`, `tagger knn-build`, `tagger knn-add` and
+`tagger export-onnx`.
 
 evaluate, calibrate and ensemble work on head artifacts against the team's labelled files.
 
@@ -282,6 +283,95 @@ def ensemble_command(members, combine, out_dir, head):
     click.echo(f"wrote {Path(out_dir) / 'tagger_head.json'}: {spec.head} = {combine} of "
                f"{', '.join(spec.extra['members'])}; {len(spec.labels)} labels, thresholds 0.5 "
                f"(run `tagger calibrate --model {out_dir} --dev DEV` to fit them)")
+
+
+@click.command("knn-build", short_help="Build a nearest-neighbour head: an encoder plus labelled examples, no training.")
+@click.option("--encoder", "encoder", required=True, type=click.Path(exists=True, file_okay=False), metavar="DIR",
+              help="A Hugging Face encoder checkpoint (config.json, model.safetensors, tokenizer) or a project "
+                   "textcnn/bert head; copied into the head as encoder/.")
+@click.option("--data", "data", required=True, metavar="FILE", help="The labelled examples of the bank (JSON lines, "
+              "PaddleNLP or SFT).")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="The new head's directory (must not exist or be empty).")
+@click.option("--k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Neighbours per item.")
+@click.option("--head", default=None, help="Head name (default: the --out directory's name).")
+@click.option("--max-length", type=click.IntRange(min=1), default=None,
+              help="Tokens (HF encoder, default 128) or chars (textcnn encoder, default its own) read per text.")
+@click.option("--labels-file", default=None, metavar="FILE", help="One label per line: the head's labels in output "
+              "order (default: the data's labels, most positives first).")
+@click.option("--format", "fmt", type=click.Choice(DATA_FORMATS), default="auto", show_default=True,
+              help="The data file's format (auto: sniffed).")
+@click.option("--label-sep", default=",", show_default=True, help=_LABEL_SEP_HELP)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Texts per encoder batch.")
+@click.option("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu).")
+def knn_build_command(encoder, data, out_dir, k, head, max_length, labels_file, fmt, label_sep, batch_size, device):
+    """Write a kNN head (arch knn, models/knn.py) to --out: the --encoder copied in, and every example
+    of --data embedded into its bank with its labels. A label's score is the similarity-weighted share
+    of the k nearest bank examples that carry it. Thresholds start at 0.5: calibrate next, then point
+    a head's path in the job config at it. Needs the `knn` extra (pip install 'tagger[knn]').
+
+    \b
+    Example:
+      tagger knn-build --encoder models/gate --data few.jsonl --out models/p0_knn --k 5
+      tagger calibrate --model models/p0_knn --dev dev.jsonl
+    """
+    from tagger.models.data import resolve_labels
+    from tagger.models.spec import ArtifactError
+
+    examples, file_labels = _read(data, fmt, labels_file, label_sep)
+    try:
+        labels = resolve_labels(examples, file_labels)
+    except DataError as exc:
+        _fail(exc)
+    try:
+        from tagger.models.knn import build_knn_head
+
+        spec = build_knn_head(out_dir, encoder, examples.texts, examples.labels, labels, k=k, head=head,
+                              max_length=max_length, batch_size=batch_size, device=device, source=Path(data).name)
+    except ArtifactError as exc:
+        _fail(exc, EXIT_ARTIFACT)
+    except (ValueError, FileExistsError, ImportError) as exc:
+        _fail(exc)
+    bank = spec.extra["bank"]
+    click.echo(f"wrote {out_dir}: {spec.head} (knn, k={k}, encoder {spec.extra['knn']['encoder_kind']}), "
+               f"{bank['examples']} examples, {len(labels)} labels; positives: "
+               + ", ".join(f"{lab} {n}" for lab, n in bank["positives"].items())
+               + f". Thresholds are 0.5: run `tagger calibrate --model {out_dir} --dev DEV`.")
+
+
+@click.command("knn-add", short_help="Add labelled examples to a kNN head's bank, as a new head version (no training).")
+@click.option("--model", "model", required=True, type=click.Path(exists=True, file_okay=False), metavar="DIR",
+              help="The knn head to grow (never changed).")
+@click.option("--data", "data", required=True, metavar="FILE", help="The labelled examples to add.")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="The new version's directory (must not exist or be empty).")
+@click.option("--format", "fmt", type=click.Choice(DATA_FORMATS), default="auto", show_default=True,
+              help="The data file's format (auto: sniffed).")
+@click.option("--label-sep", default=",", show_default=True, help=_LABEL_SEP_HELP)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Texts per encoder batch.")
+@click.option("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu).")
+def knn_add_command(model, data, out_dir, fmt, label_sep, batch_size, device):
+    """Write --out: the knn head in --model with the examples of --data appended to its bank. Nothing
+    is trained; k, the encoder, thresholds and switches are kept (recalibrate when the bank has grown
+    much). The new directory's bank bytes and version differ, so the job records a new model version
+    once a head's path points at it; the old directory stays as it was (roll back by pointing back).
+
+    \b
+    Example:
+      tagger knn-add --model models/p0_knn --data more.jsonl --out models/p0_knn_v2
+    """
+    from tagger.models.spec import ArtifactError
+
+    examples, _ = _read(data, fmt, None, label_sep)
+    try:
+        from tagger.models.knn import add_examples
+
+        spec = add_examples(model, out_dir, examples.texts, examples.labels, batch_size=batch_size, device=device,
+                            source=Path(data).name)
+    except ArtifactError as exc:
+        _fail(exc, EXIT_ARTIFACT)
+    except (ValueError, FileExistsError, ImportError) as exc:
+        _fail(exc)
+    click.echo(f"wrote {out_dir}: {spec.head} version {spec.version} (grown from {spec.extra['grown_from']}), "
+               f"{spec.extra['bank']['examples']} examples (+{len(examples)})")
 
 
 TRAIN_HELP = """Train a tagging head. Two modes; the options below say which mode they belong to.

@@ -104,6 +104,21 @@ def train_artifact(head: HeadConf, labels: list[str], data: dict[str, tuple[list
 
     def train(conf: TrainConf, name: str, directory: Path, options: dict) -> None:
         options = dict(options)
+        if conf.arch == "knn":  # no training: the training examples become the bank (models/knn.py)
+            from tagger.models.knn import build_knn_head
+            from tagger.models.training import cap_examples
+
+            texts, label_lists = data["train"]
+            cap = options.get("max_examples")
+            if cap and len(texts) > cap:
+                keep = cap_examples(label_lists, labels, cap, options.get("seed", 0))
+                texts, label_lists = [texts[i] for i in keep], [label_lists[i] for i in keep]
+            with torch_threads(options.get("threads") or training_threads()):
+                build_knn_head(directory, options["encoder"], texts, label_lists, labels, k=options.get("k", 5),
+                               head=name, max_length=options.get("max_length"),
+                               batch_size=options.get("batch_size", 64))
+            log(f"[{name}] knn bank of {len(texts):,} examples under the encoder {options['encoder']} (no training)")
+            return
         with torch_threads(options.pop("threads", None) or training_threads()):
             train_head(arch=conf.arch, head=name, labels=labels, train_texts=data["train"][0],
                        train_labels=data["train"][1], dev_texts=data["dev"][0], dev_labels=data["dev"][1],
