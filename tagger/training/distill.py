@@ -68,10 +68,13 @@ class Unlabelled:
 
 def read_unlabelled(path: str | os.PathLike) -> Unlabelled:
     """Read a JSON-lines file of `{"text": str, "labels": [names] (optional), "itemid": (optional)}`.
-    Empty lines are skipped; a row whose "labels" key is present carries gold labels (possibly an
+    Texts are normalized as the job normalizes doc_text (tagger.models.text.clean_text), like the
+    labelled files. Empty lines are skipped; a row whose "labels" key is present carries gold labels (possibly an
     empty list: gold with no label), else its gold is None. Raises DataError for a missing file, a
     line that is not a JSON object with a string "text", a "labels" that is not a list of strings,
     or a file without rows."""
+    from tagger.models.text import clean_text
+
     p = Path(path)
     if not p.is_file():
         raise DataError(f"--unlabeled {p}: no such file. Fix: give a JSON-lines file of {{\"text\": ...}} rows.")
@@ -90,7 +93,7 @@ def read_unlabelled(path: str | os.PathLike) -> Unlabelled:
             labels = row.get("labels")
             if labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)):
                 raise DataError(f"{p}:{n}: \"labels\" must be a list of label names, got {labels!r}.")
-            texts.append(row["text"])
+            texts.append(clean_text(row["text"]))  # as the job normalizes doc_text (and read_examples does)
             gold.append(labels if "labels" in row else None)
             ids.append(None if row.get("itemid") is None else str(row["itemid"]))
     if not texts:
