@@ -71,7 +71,8 @@ def students(files):
 def test_students_agree_with_the_teacher_on_items_they_never_saw(students, arch):
     held = students[arch]["agreement"]["holdout"]
     assert held["n"] == 60
-    # trained on shuffled soft scores, the linear student agreed on 0.57-0.75 per label
+    # trained on shuffled soft scores (rows permuted), held-out mean agreement fell to 0.45 (linear) and 0.53
+    # (textcnn), test macro-F1 retained to 42-46%
     assert held["mean_agreement"] >= 0.95, held
     assert min(m["agreement"] for m in held["labels"].values()) >= 0.9, held
     assert min(m["correlation"] for m in students[arch]["agreement"]["all"]["labels"].values()) >= 0.9
