@@ -571,8 +571,11 @@ def export_onnx_command(model, enable):
 @click.option("--unlabeled", "unlabeled", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="JSON lines {\"text\": ...} (\"labels\" read only with --use-gold). Or give --start/--end.")
 @click.option("--start", type=DATE, default=None, help="First day of pool text (instead of --unlabeled): the job's "
-              "doc_text, scored by the teacher in Spark. Every selected item is scored (no gate).")
+              "doc_text, scored by the teacher in Spark: every selected item with text (with --gate, those it passes).")
 @click.option("--end", type=DATE, default=None, help="Last day of pool text (inclusive).")
+@click.option("--gate", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="A gate head (e.g. models/gate for P0): only the unlabelled texts it passes are scored and trained on, "
+                   "as the job runs a gated head.")
 @click.option("--use-gold", is_flag=True, help="Rows of --unlabeled with a \"labels\" list train on those gold labels "
               "instead of the teacher's scores (gold where present, else the teacher).")
 @click.option("--dev", type=click.Path(dir_okay=False, exists=True), default=None, metavar="FILE",
@@ -608,7 +611,7 @@ def export_onnx_command(model, enable):
 @click.option("--format", "out_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text: progress lines and the table; json: the report as one JSON object on stdout.")
 @click.pass_context
-def distill_command(ctx, teacher, student_arch, unlabeled, start, end, use_gold, dev, test, out, holdout, max_examples,
+def distill_command(ctx, teacher, student_arch, unlabeled, start, end, gate, use_gold, dev, test, out, holdout, max_examples,
                     epochs, max_length, lr, tokenizer, c, min_df, pos_weight, batch_size, threads, speed_repeats, seed,
                     out_format):
     """Distil the head in --teacher into a fast --student-arch head: the teacher scores unlabelled text
@@ -649,7 +652,7 @@ def distill_command(ctx, teacher, student_arch, unlabeled, start, end, use_gold,
             report = distill(teacher=teacher, student_arch=student_arch, out=out, unlabelled=data, teacher_scores=scores,
                              dev=dev, test=test, use_gold=use_gold, holdout=holdout, max_examples=max_examples,
                              batch_size=batch_size, threads=threads, speed_repeats=speed_repeats, seed=seed, log=say,
-                             **options)
+                             gate=gate, **options)
         except ArtifactError as exc:
             _fail(exc, EXIT_ARTIFACT)
         except (DataError, FileExistsError) as exc:
@@ -666,9 +669,11 @@ def distill_command(ctx, teacher, student_arch, unlabeled, start, end, use_gold,
         except DataError as exc:
             _fail(exc)
         _check_teacher(teacher)
+        _check_teacher(gate, "--gate")
         run(data)
         return
     _check_teacher(teacher)
+    _check_teacher(gate, "--gate")
     cfg = load_job_config(ctx)
     spark = session(cfg, "tagger-distill")
     from tagger.training.distill import pool_scores
@@ -676,7 +681,7 @@ def distill_command(ctx, teacher, student_arch, unlabeled, start, end, use_gold,
     def work():
         try:
             data, scores = pool_scores(spark, cfg, date_range(start, end), teacher, batch_size=batch_size,
-                                       threads=threads, log=say)
+                                       threads=threads, log=say, gate=gate)
         except DataError as exc:
             _fail(exc)
         run(data, scores)
@@ -684,13 +689,16 @@ def distill_command(ctx, teacher, student_arch, unlabeled, start, end, use_gold,
     guarded(work)
 
 
-def _check_teacher(teacher: str) -> None:
-    """The teacher must be a loadable head directory: 'Error: ...' and exit 3 otherwise."""
+def _check_teacher(teacher: str | None, option: str = "--teacher") -> None:
+    """The teacher (or gate) must be a head directory with a readable sidecar: 'Error: ...' and exit 3
+    otherwise. None (no --gate) passes."""
     from tagger.models.spec import ArtifactError, read_spec
 
+    if teacher is None:
+        return
     if not Path(teacher).is_dir():
-        _fail(f"--teacher {teacher}: not a directory. Fix: give a head directory (tagger_head.json + weights), "
-              "e.g. $TAGGER_HOME/models/p0.", EXIT_ARTIFACT)
+        _fail(f"{option} {teacher}: not a directory. Fix: give a head directory (tagger_head.json + weights), "
+              f"e.g. $TAGGER_HOME/models/{'p0' if option == '--teacher' else 'gate'}.", EXIT_ARTIFACT)
     try:
         read_spec(teacher)
     except ArtifactError as exc:

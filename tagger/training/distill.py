@@ -5,7 +5,9 @@ Steps (`distill` below; the CLI is tagger/cli/model_commands.py distill_command)
 
 1. the unlabelled texts: a JSON-lines file (`{"text": ...}`, read by `read_unlabelled`) or the
    pool of a date range (`pool_scores`: the job's extract and normalize, so the student reads the
-   doc_text the job will give it, scored by the teacher inside Spark with mapInPandas);
+   doc_text the job will give it, scored by the teacher inside Spark with mapInPandas); with
+   `gate` (a gate head, e.g. models/gate for P0) only the texts the gate passes, as the job's
+   cascade runs a gated head;
 2. the teacher scores them (`score_texts` on the driver, batch by batch with progress lines; or
    in Spark), scores rounded as the job rounds them (4 decimals);
 3. `distill_targets`: per item and label the teacher's score, or, with `use_gold`, the gold 0/1
@@ -131,15 +133,28 @@ def _worker_head(path: str, version: str, threads: int | None):
 
         if threads:
             torch.set_num_threads(int(threads))
-        _WORKER_HEADS.clear()
+        if len(_WORKER_HEADS) > 4:  # a worker reused by another distillation: drop the old heads
+            _WORKER_HEADS.clear()
         _WORKER_HEADS[key] = load_head(path)
     return _WORKER_HEADS[key]
 
 
-def score_partitions(path: str, version: str, batch_size: int = 64, threads: int | None = 1):
+def gate_passes(gate, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """Which of `texts` the gate head `gate` (a loaded head) passes, as the job's cascade decides it:
+    its first label's decision on the rounded scores (udfs/cascade.py). Returns an (n,) bool array."""
+    from tagger.models.decision import round_scores
+
+    if not len(texts):
+        return np.zeros(0, dtype=bool)
+    return gate.decide(round_scores(gate.predict_proba(list(texts), batch_size=batch_size)))[:, 0]
+
+
+def score_partitions(path: str, version: str, batch_size: int = 64, threads: int | None = 1,
+                     gate: tuple[str, str] | None = None):
     """A mapInPandas function: batches of (itemid, doc_text) -> (itemid, doc_text, scores array<double>),
     the teacher at `path` (loaded once per worker, `threads` torch threads) scoring doc_text; scores
-    rounded to 4 decimals. Rows with an empty or null doc_text are dropped."""
+    rounded to 4 decimals. Rows with an empty or null doc_text are dropped; with `gate` (the gate
+    head's path and version) so are the rows the gate does not pass (gate_passes)."""
 
     def run(batches):
         import pandas as pd
@@ -147,8 +162,11 @@ def score_partitions(path: str, version: str, batch_size: int = 64, threads: int
         from tagger.models.decision import round_scores
 
         head = _worker_head(path, version, threads)
+        gate_head = _worker_head(*gate, threads) if gate else None
         for pdf in batches:
             pdf = pdf[pdf["doc_text"].map(lambda t: isinstance(t, str) and bool(t))]
+            if gate_head is not None and not pdf.empty:
+                pdf = pdf[gate_passes(gate_head, pdf["doc_text"].tolist(), batch_size)]
             if pdf.empty:
                 continue
             scores = round_scores(head.predict_proba(pdf["doc_text"].tolist(), batch_size=batch_size))
@@ -162,12 +180,13 @@ SCORES_SCHEMA = "itemid string, doc_text string, scores array<double>"
 
 
 def pool_scores(spark, cfg, dates: Sequence[str], teacher_dir: str, batch_size: int = 64, threads: int | None = 1,
-                log: Callable[[str], object] = print) -> tuple[Unlabelled, np.ndarray]:
+                log: Callable[[str], object] = print, gate: str | None = None) -> tuple[Unlabelled, np.ndarray]:
     """The pool's items of `dates` (the job's extract and normalize: the doc_text the job tags),
     scored by the teacher at `teacher_dir` inside Spark (one mapInPandas pass, the teacher loaded
     once per Python worker), collected to the driver. Returns (Unlabelled without gold, (n, L)
-    float64 scores). Every selected item is scored (the heads' gates are not applied: to distil a
-    gated head on its gated items only, export them to a JSON-lines file). Raises MissingInputError
+    float64 scores). Every selected item with text is scored, or with `gate` (a gate head directory,
+    e.g. models/gate for P0) only those the gate passes, as the job's cascade runs a gated head.
+    Raises MissingInputError
     for a date whose inputs are missing, DataError when the range has no item with text."""
     from functools import reduce
 
@@ -182,16 +201,18 @@ def pool_scores(spark, cfg, dates: Sequence[str], teacher_dir: str, batch_size: 
         frames.append(normalize(sources.pool, sources.asr, sources.ocr, cfg.text).items.select("itemid", "doc_text"))
     items = reduce(lambda a, b: a.unionByName(b), frames)
     started = time.perf_counter()
-    fn = score_partitions(str(Path(teacher_dir).resolve()), artifact_version(teacher_dir), batch_size, threads)
+    fn = score_partitions(str(Path(teacher_dir).resolve()), artifact_version(teacher_dir), batch_size, threads,
+                          (str(Path(gate).resolve()), artifact_version(gate)) if gate else None)
     pdf = items.mapInPandas(fn, SCORES_SCHEMA).toPandas()
     if pdf.empty:
         raise DataError(f"the pool of {dates[0]}..{dates[-1]} has no item with text: there is nothing for the teacher "
                         "to score. Fix: pass dates that have data (tagger sql \"SHOW PARTITIONS ...\").")
-    log(f"teacher scored {len(pdf):,} pool items of {dates[0]}..{dates[-1]} in Spark in "
+    log(f"teacher scored {len(pdf):,} pool items of {dates[0]}..{dates[-1]}{' passed by the gate' if gate else ''} in Spark in "
         f"{time.perf_counter() - started:.1f}s")
     scores = np.stack([np.asarray(s, dtype=np.float64) for s in pdf["scores"]])
     data = Unlabelled(pdf["doc_text"].tolist(), [None] * len(pdf), pdf["itemid"].tolist(),
-                      {"dates": [dates[0], dates[-1]], "n": len(pdf)})
+                      {"dates": [dates[0], dates[-1]], "n": len(pdf),
+                       **({"gate": str(Path(gate).resolve())} if gate else {})})
     return data, scores
 
 
@@ -316,7 +337,7 @@ def distill(*, teacher: str, student_arch: str, out: str, unlabelled: Unlabelled
             teacher_scores: np.ndarray | None = None, dev: str | None = None, test: str | None = None,
             use_gold: bool = False, holdout: float = DEFAULT_HOLDOUT, max_examples: int | None = None,
             batch_size: int = 64, threads: int | None = 1, speed_repeats: int = 3, seed: int = 0,
-            log: Callable[[str], object] = print, **train_options) -> dict:
+            gate: str | None = None, log: Callable[[str], object] = print, **train_options) -> dict:
     """Distil the head in `teacher` into a `student_arch` (textcnn | linear) head written to `out`,
     and return the report (also written to OUT/distill_report.json).
 
@@ -326,7 +347,9 @@ def distill(*, teacher: str, student_arch: str, out: str, unlabelled: Unlabelled
     labels. `use_gold`: rows of the unlabelled file with "labels" train on them instead of the
     teacher's scores. `holdout`: the share of items kept out of training (thresholds without dev,
     agreement). `max_examples`: train on at most this many (a draw stratified on the teacher's
-    decisions). batch_size / threads: scoring and timing (torch threads for training too).
+    decisions). batch_size / threads: scoring and timing (torch threads for training too). `gate`:
+    a gate head directory; the unlabelled texts it does not pass are dropped before the teacher
+    scores them (gate_passes; ignored when `teacher_scores` are given: pool_scores gated them).
     `train_options`: train_head options (epochs, lr, max_length, c, min_df, tokenizer,
     pos_weight, ...). Raises ArtifactError (teacher not a head; the student not loadable), DataError
     (empty or unusable data, labels that do not match), FileExistsError (out not a head dir),
@@ -365,6 +388,17 @@ def distill(*, teacher: str, student_arch: str, out: str, unlabelled: Unlabelled
         log(f"note: {note}")
 
     with torch_threads(threads):
+        if gate and teacher_scores is None:
+            keep = gate_passes(load_head(gate, device="cpu"), unlabelled.texts, batch_size)
+            log(f"gate {read_spec(gate).head} passed {int(keep.sum()):,} of {len(unlabelled):,} unlabelled texts")
+            if not keep.any():
+                raise DataError(f"the gate {gate} passed none of the {len(unlabelled):,} unlabelled texts: there is "
+                                "nothing for the teacher to score. Fix: check --gate, or give more text.")
+            rows = np.flatnonzero(keep)
+            unlabelled = Unlabelled([unlabelled.texts[i] for i in rows], [unlabelled.gold[i] for i in rows],
+                                    [unlabelled.itemids[i] for i in rows],
+                                    {**unlabelled.source, "n": len(rows), "n_before_gate": len(keep),
+                                     "gate": str(Path(gate).resolve())})
         if teacher_scores is None:
             teacher_scores = score_texts(t_head, unlabelled.texts, batch_size, log,
                                          desc=f"teacher {t_spec.head} scoring {len(unlabelled):,} texts")
@@ -524,6 +558,6 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Unlabelled", "read_unlabelled", "score_texts", "score_partitions", "pool_scores", "distill_targets",
+__all__ = ["Unlabelled", "read_unlabelled", "score_texts", "gate_passes", "score_partitions", "pool_scores", "distill_targets",
            "holdout_split", "agreement", "compare_on_test", "items_per_second", "distill", "format_report",
            "REPORT_FILE", "STUDENT_ARCHS"]

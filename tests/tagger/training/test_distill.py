@@ -22,7 +22,7 @@ from tagger.models.metrics import binarize, label_report
 from tagger.models.spec import read_spec
 from tagger.models.text import clean_text
 from tagger.models.training import soft_target_record, train_head
-from tagger.training.distill import (REPORT_FILE, Unlabelled, agreement, distill, distill_targets, holdout_split,
+from tagger.training.distill import (REPORT_FILE, agreement, distill, distill_targets, gate_passes, holdout_split,
                                      read_unlabelled, score_texts)
 from tiny_data import DEV, LABELS, QUIET, TRAIN, make_data
 
@@ -176,6 +176,22 @@ def test_a_dev_file_calibrates_the_student_like_the_teacher(files, tmp_path):
     assert read_spec(tmp_path / "s").extra["trained_on"]["source"]["thresholds_tuned_on"].startswith("dev file")
 
 
+def test_a_gate_keeps_only_the_texts_it_passes(files, tmp_path):
+    gate = train_head(arch="linear", head="gate", labels=["预售"], train_texts=TRAIN[0], train_labels=TRAIN[1],
+                      dev_texts=DEV[0], dev_labels=DEV[1], out_dir=str(tmp_path / "gate"), log=QUIET)
+    passed = gate_passes(load_head(gate.path), UNLABELLED[0])
+    assert 100 < passed.sum() < 500  # the gate drops some texts and keeps others
+    report = distill(teacher=files["teacher"], student_arch="linear", out=str(tmp_path / "s"),
+                     unlabelled=read_unlabelled(files["unlabelled"]), gate=gate.path, log=QUIET, speed_repeats=1)
+    assert report["unlabelled"]["n"] == int(passed.sum()) and report["unlabelled"]["n_before_gate"] == 600
+    assert report["agreement"]["all"]["n"] == int(passed.sum())
+    kept = [t for t, p in zip(UNLABELLED[0], passed) if p]
+    train_idx, _ = holdout_split(len(kept), 0.1, 0)
+    scores = score_texts(load_head(files["teacher"]), kept, log=None)
+    trained_on = read_spec(tmp_path / "s").extra["trained_on"]
+    assert trained_on["targets_sha256"] == soft_target_record(scores[train_idx].astype(np.float32))["targets_sha256"]
+
+
 def test_agreement_counts_each_label_alone():
     t = np.array([[1, 0], [1, 1], [0, 0], [0, 1]], bool)
     s = np.array([[1, 1], [0, 1], [0, 0], [0, 1]], bool)
@@ -244,6 +260,13 @@ def test_the_date_range_is_scored_by_the_teacher_in_spark(spark, cfg, cfg_path, 
     assert data.texts == [by_id[i] for i in data.itemids]  # the job's doc_text
     on_driver = score_texts(load_head(files["teacher"]), data.texts, log=None)
     assert np.abs(scores - on_driver).max() <= 1e-4  # the same teacher scores, in Spark as on the driver
+
+    gate = train_head(arch="linear", head="gate", labels=["预售"], train_texts=TRAIN[0], train_labels=TRAIN[1],
+                      dev_texts=DEV[0], dev_labels=DEV[1], out_dir=str(tmp_path / "gate"), log=QUIET)
+    gated, _ = pool_scores(spark, cfg, [SEED_START], files["teacher"], log=QUIET, gate=gate.path)
+    passed = gate_passes(load_head(gate.path), data.texts)
+    assert 0 < len(gated) < len(data)
+    assert sorted(gated.itemids) == sorted(i for i, p in zip(data.itemids, passed) if p)  # the gate's items only
 
     result = CliRunner().invoke(main, ["--config", str(cfg_path), "distill", "--teacher", files["teacher"],
                                        "--student-arch", "linear", "--start", SEED_START, "--end", SEED_START,
