@@ -152,7 +152,7 @@ def test_the_report_is_a_recomputation_from_the_two_heads_decisions(files, stude
 
 
 @pytest.mark.parametrize("arch", ["linear", "textcnn"])
-def test_the_student_is_an_ordinary_head_of_the_teachers_labels(files, arch):
+def test_the_student_is_an_ordinary_head_of_the_teachers_labels(files, students, arch):
     t_spec, s_spec = read_spec(files["teacher"]), read_spec(files["base"] / arch)
     assert (s_spec.head, s_spec.labels, s_spec.arch) == (t_spec.head, t_spec.labels, arch)
     assert s_spec.extra["distilled_from"] == {"head": "p0", "arch": "textcnn", "version": t_spec.version,
@@ -162,6 +162,30 @@ def test_the_student_is_an_ordinary_head_of_the_teachers_labels(files, arch):
     decided = student.predict(["比亚迪工信部申报图曝光", "理想开启预售", "", "完全无关"])
     assert decided.shape == (4, len(LABELS)) and decided.dtype == bool
     assert decided[0, LABELS.index("申报图")] and decided[1, LABELS.index("预售")]
+
+
+@pytest.mark.parametrize("arch", ["linear", "textcnn"])
+def test_the_jobs_tagger_runs_the_student_in_the_teachers_place(files, students, arch):
+    import pandas as pd
+
+    from tagger.config import HeadConf
+    from tagger.udfs.rules import RuleSet
+    from tagger.udfs.tagging import Tagger, TaggerSpec
+
+    parent = "内容标签/新车资讯"
+    path = str(files["base"] / arch)
+    index = {f"{parent}/{name}": (100 + j, name) for j, name in enumerate(LABELS)}
+    spec = TaggerSpec(heads=(HeadConf(name="p0", path=path, parent=parent),), gate_head="p0",
+                      rules=RuleSet(version="none", rules=()), tag_index=index, device="cpu", model_version=arch)
+    pdf = pd.DataFrame({"itemid": [str(i) for i in range(len(TEST[0]))], "dtype": "article", "doc_text": TEST[0]})
+    out = Tagger(spec).tag(pdf)
+    got = np.zeros((len(pdf), len(LABELS)), dtype=bool)
+    for i, row in enumerate(out["tags"]):
+        for t in row:
+            got[i, LABELS.index(t["tag_name"])] = True
+    student = load_head(path)
+    np.testing.assert_array_equal(got, student.decide(score_texts(student, TEST[0], log=None)))
+    assert got.any()
 
 
 def test_a_dev_file_calibrates_the_student_like_the_teacher(files, tmp_path):
