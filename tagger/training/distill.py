@@ -366,6 +366,9 @@ def distill(*, teacher: str, student_arch: str, out: str, unlabelled: Unlabelled
     if unlabelled is None or not len(unlabelled):
         raise DataError("the unlabelled set is empty: there is nothing for the teacher to score. "
                         "Fix: give --unlabeled FILE with {\"text\": ...} rows, or --start/--end dates with data.")
+    if not dev and holdout == 0:
+        raise DataError("--holdout 0 without --dev leaves nothing to tune the student's thresholds on. "
+                        "Fix: give --dev FILE (labelled), or a holdout share above 0 (default 0.1).")
     if Path(out).resolve() == Path(teacher).resolve():
         raise DataError(f"--out {out} is the teacher's directory. Fix: write the student elsewhere.")
     t_spec = read_spec(teacher)
@@ -477,7 +480,8 @@ def distill(*, teacher: str, student_arch: str, out: str, unlabelled: Unlabelled
                                                s_scores[hold_idx], labels)},
         }
         # -- both heads on the test file, and their speed -----------------------------------------
-        speed_texts, speed_on = [texts[i] for i in hold_idx] or texts, "the held-out unlabelled texts"
+        speed_texts, speed_on = ([texts[i] for i in hold_idx], "the held-out unlabelled texts") if len(hold_idx) \
+            else (texts, "the unlabelled texts")
         if testset is not None:
             y = binarize(testset.labels, labels)
             t_test = t_head.decide(score_texts(t_head, testset.texts, batch_size, None))
@@ -540,14 +544,19 @@ def format_report(report: dict) -> str:
     lines.append(head)
     for name in report["labels"]:
         m, h = a_all["labels"][name], a_hold["labels"][name]
-        row = (f"{_pad(name, 14)} {m['agreement']:>10.4f} {_f(m['correlation'], '{:.3f}'):>7} {h['agreement']:>11.4f} "
+        held = _f(h["agreement"] if a_hold["n"] else None)
+        row = (f"{_pad(name, 14)} {m['agreement']:>10.4f} {_f(m['correlation'], '{:.3f}'):>7} {held:>11} "
                f"{_f(h['correlation'], '{:.3f}'):>8}")
         if test:
             x = test["labels"][name]
             row += f" {x['teacher_f1']:>9.4f} {x['student_f1']:>9.4f} {x['support']:>7}"
         lines.append(row)
-    lines.append(f"mean agreement {a_all['mean_agreement']:.4f} (held out {a_hold['mean_agreement']:.4f}); "
-                 f"all labels the same on {a_all['exact_match']:.1%} of items (held out {a_hold['exact_match']:.1%})")
+    if a_hold["n"]:
+        lines.append(f"mean agreement {a_all['mean_agreement']:.4f} (held out {a_hold['mean_agreement']:.4f}); all labels "
+                     f"the same on {a_all['exact_match']:.1%} of items (held out {a_hold['exact_match']:.1%})")
+    else:
+        lines.append(f"mean agreement {a_all['mean_agreement']:.4f}; all labels the same on {a_all['exact_match']:.1%} "
+                     "of items (none held out: every item was trained on)")
     if test:
         lines.append(f"test ({test['n']:,} items): macro-F1 teacher {test['teacher']['macro_f1']:.4f}, student "
                      f"{test['student']['macro_f1']:.4f}, retained {_f(test['retained'], '{:.1%}')}")
