@@ -243,6 +243,7 @@ def test_cli_distils_and_prints_the_report(files, tmp_path):
     ("foreign_test_labels", 2, "none of its labels"),
     ("both_sources", 2, "either --unlabeled FILE or --start D --end D"),
     ("out_is_teacher", 2, "is the teacher's directory"),
+    ("holdout_zero", 2, "--holdout 0 without --dev"),
 ])
 def test_cli_input_errors_are_one_line_with_the_exit_code(files, tmp_path, case, code, says):
     args = {"--teacher": files["teacher"], "--student-arch": "linear", "--unlabeled": files["unlabelled"],
@@ -261,6 +262,8 @@ def test_cli_input_errors_are_one_line_with_the_exit_code(files, tmp_path, case,
         args["--start"] = "2024-01-01"
     elif case == "out_is_teacher":
         args["--out"] = files["teacher"]
+    elif case == "holdout_zero":
+        args["--holdout"] = "0"
     result = CliRunner().invoke(main, ["distill", *[x for kv in args.items() for x in kv]])
     assert result.exit_code == code, result.output
     error = [line for line in result.output.splitlines() if line.startswith("Error:")]
