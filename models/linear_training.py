@@ -72,10 +72,13 @@ class SklearnLinear:
 
 def fit_linear(texts: Sequence[str], y: np.ndarray, opts: dict, entries: Sequence[str] = (), *,
                max_length: int = 1000, c: float = 4.0, min_df: int = 2, max_features: int | None = 500_000,
-               pos_weight: np.ndarray | None = None, seed: int = 0) -> SklearnLinear:
+               pos_weight: np.ndarray | None = None, seed: int = 0, soft: bool = False) -> SklearnLinear:
     """Fit the TF-IDF vocabulary and one liblinear LogisticRegression (inverse regularization `c`)
     per label column of `y` ((n, L) 0/1); `pos_weight` (L,) weighs each label's positives (None: 1).
     A label without both classes gets no estimator: it scores its train share (0 or 1) everywhere.
+    soft=True: `y` holds float targets p in [0, 1] (distillation); each text is then fitted twice,
+    as a positive with sample weight p (x pos_weight) and as a negative with weight 1 - p, which is
+    the logistic loss with soft targets; a column whose targets are all 0 or all 1 gets no estimator.
     Raises ValueError (scikit-learn's) when no term reaches min_df."""
     from sklearn.linear_model import LogisticRegression
 
@@ -83,6 +86,25 @@ def fit_linear(texts: Sequence[str], y: np.ndarray, opts: dict, entries: Sequenc
     vectorizer.set_params(min_df=min_df, max_features=max_features)
     X = vectorizer.fit_transform(normalize_texts(texts))
     estimators, constant = [], []
+    if soft:
+        import scipy.sparse as sp
+
+        XX = sp.vstack([X, X]).tocsr()
+        side = np.r_[np.ones(X.shape[0], dtype=int), np.zeros(X.shape[0], dtype=int)]
+        for j in range(y.shape[1]):
+            p = np.asarray(y[:, j], dtype=np.float64)
+            share = float(p.mean()) if len(p) else 0.0
+            if not len(p) or p.min() == p.max() and p[0] in (0.0, 1.0):
+                estimators.append(None)
+                constant.append(share)
+                continue
+            w1 = float(pos_weight[j]) if pos_weight is not None else 1.0
+            weight = np.r_[p * w1, 1.0 - p]
+            keep = weight > 0
+            est = LogisticRegression(C=c, solver="liblinear", max_iter=1000, random_state=seed)
+            estimators.append(est.fit(XX[keep], side[keep], sample_weight=weight[keep]))
+            constant.append(share)
+        return SklearnLinear(vectorizer, estimators, constant)
     for j in range(y.shape[1]):
         col = np.asarray(y[:, j]).astype(int)
         share = float(col.mean()) if len(col) else 0.0
@@ -102,7 +124,8 @@ def train_linear_head(*, head: str, labels: list[str], train_texts: list[str], t
                       dictionary: Sequence[str] = (), max_length: int | None = None, c: float | None = None,
                       min_df: int | None = None, max_features: int | None = None, char_ngrams=None,
                       word_ngrams=None, pos_weight: str = "auto", seed: int = 0,
-                      log: Callable[..., object] = print, source: dict | None = None, **ignored):
+                      log: Callable[..., object] = print, source: dict | None = None,
+                      soft_targets: np.ndarray | None = None, **ignored):
     """Train a linear head and write its artifact to `out_dir` (replaced if it already holds a head).
 
     Inputs as tagger.models.training.train_head; `tokenizer` char | word | char+word, `dictionary`
@@ -111,9 +134,11 @@ def train_linear_head(*, head: str, labels: list[str], train_texts: list[str], t
     (None: LINEAR_TRAIN_DEFAULTS and models/linear.py LINEAR_DEFAULTS). Options of the torch heads
     (epochs, lr, ...) are ignored. Returns a tagger.models.training.TrainResult whose `head` is the
     LinearHead read back from the arrays and `reference` the SklearnLinear (training-time scores).
+    soft_targets: (n_train, L) floats in [0, 1] fitted instead of `train_labels` (fit_linear soft=True;
+    distillation), recorded in the sidecar (tagger.models.training.soft_target_record).
     Raises ValueError for bad labels or options, DataError when no label has a train positive,
     FileExistsError when out_dir is another non-empty directory."""
-    from .training import TrainResult, _check_out_dir, _check_positives, _publish, compute_pos_weight
+    from .training import TrainResult, _check_out_dir, _check_positives, _publish, compute_pos_weight, soft_target_record
 
     t0 = time.time()
     labels = list(labels)
@@ -137,13 +162,17 @@ def train_linear_head(*, head: str, labels: list[str], train_texts: list[str], t
     _check_out_dir(out)
     train_texts, dev_texts = normalize_texts(train_texts), normalize_texts(dev_texts)
     y_train, y_dev = binarize(train_labels, labels), binarize(dev_labels, labels)
+    if soft_targets is not None:
+        y_train = np.asarray(soft_targets, dtype=np.float32)
+        if y_train.shape != (len(train_texts), len(labels)):
+            raise ValueError(f"soft_targets must have shape ({len(train_texts)}, {len(labels)}), got {y_train.shape}")
     _check_positives(head, labels, y_train, y_dev, log)
     pw = compute_pos_weight(y_train, pos_weight)
     log(f"[{head}] linear: train={len(train_texts)} dev={len(dev_texts)} labels={len(labels)} tokenizer={opts['tokenizer']}"
         f" char_ngrams={opts['char_ngrams']} word_ngrams={opts['word_ngrams'] if opts['tokenizer'] != 'char' else '-'}"
         f" dictionary={len(entries)} C={c:g} min_df={min_df} max_features={max_features} max_length={max_length}")
     fitted = fit_linear(train_texts, y_train, opts, entries, max_length=max_length, c=c, min_df=min_df,
-                        max_features=max_features, pos_weight=pw, seed=seed)
+                        max_features=max_features, pos_weight=pw, seed=seed, soft=soft_targets is not None)
     arrays, terms = fitted.arrays(), fitted.terms()
     scorer = LinearScorer(terms, arrays["idf"], arrays["coef"], arrays["intercept"], opts, entries, max_length)
     spec = HeadSpec(head=head, arch="linear", labels=labels, thresholds=[0.5] * len(labels),
@@ -179,8 +208,9 @@ def train_linear_head(*, head: str, labels: list[str], train_texts: list[str], t
             extra={
                 "trained_on": {
                     "n_train": len(train_texts), "n_dev": len(dev_texts),
-                    "train_positives": dict(zip(labels, y_train.sum(axis=0).astype(int).tolist())),
+                    "train_positives": dict(zip(labels, y_train.sum(axis=0).round().astype(int).tolist())),
                     "dev_positives": dict(zip(labels, y_dev.sum(axis=0).astype(int).tolist())),
+                    **(soft_target_record(y_train) if soft_targets is not None else {}),
                     "epochs": 1, "C": c, "min_df": min_df, "max_features": max_features, "terms": len(terms),
                     "pos_weight": pos_weight, "pos_weight_values": None if pw is None else [float(x) for x in pw],
                     "seed": seed, "max_length": max_length, "seconds": round(seconds, 1),

@@ -77,6 +77,18 @@ def compute_pos_weight(y: np.ndarray, mode: str | None) -> np.ndarray | None:
     return np.clip(w, 1.0, POS_WEIGHT_MAX).astype(np.float32)
 
 
+def soft_target_record(targets: np.ndarray) -> dict:
+    """What a sidecar's trained_on keeps of the soft targets a head was trained on: {"targets":
+    "soft", "targets_sha256": the SHA-256 of the (n, L) float32 C-order bytes, "targets_mean":
+    per-column means (L floats)}. A distillation test recomputes the digest from the teacher's
+    scores. Raises nothing for a 2-D numeric array."""
+    import hashlib
+
+    t = np.ascontiguousarray(np.asarray(targets, dtype=np.float32))
+    return {"targets": "soft", "targets_sha256": hashlib.sha256(t.tobytes()).hexdigest(),
+            "targets_mean": [round(float(x), 6) for x in (t.mean(axis=0) if len(t) else np.zeros(t.shape[1]))]}
+
+
 def _check_positives(head: str, labels: list[str], y_train: np.ndarray, y_dev: np.ndarray, log: Callable) -> None:
     """Say up front what this run cannot learn or tune."""
     train_pos = y_train.sum(axis=0)
@@ -305,7 +317,8 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
                patience: int | None = None, device: str | None = None, progress: bool | None = None,
                source: dict | None = None, tokenizer: str = "char", dictionary: Sequence[str] = (),
                c: float | None = None, min_df: int | None = None, max_features: int | None = None,
-               embeddings: str | None = None, max_examples: int | None = None) -> TrainResult:
+               embeddings: str | None = None, max_examples: int | None = None,
+               soft_targets: np.ndarray | None = None) -> TrainResult:
     """Train a head and write its artifact to `out_dir` (replaced if it already holds a head).
 
     epochs / lr / max_length / patience None -> per-arch DEFAULTS. Early stopping: stop after
@@ -324,7 +337,18 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
     sidecar); EmbeddingsError (a ValueError) for a bad file or another dimension, ValueError for
     another arch. max_examples: train on at most this many of the training examples, a stratified
     draw that keeps the rare labels' positives (cap_examples; None: all); a textcnn or bert
-    sidecar's trained_on records n_train and n_train_available."""
+    sidecar's trained_on records n_train and n_train_available. soft_targets: an (n_train, L) float
+    array in [0, 1] trained on instead of the 0/1 matrix of `train_labels` (distillation,
+    tagger/training/distill.py: a teacher's scores, gold labels where given); `train_labels` then
+    only names each example's positives for the logs and the max_examples draw; the BCE loss (and
+    pos_weight "auto", from the column sums) takes the floats as they are. ValueError for another
+    shape or values outside [0, 1]."""
+    if soft_targets is not None:
+        soft_targets = np.asarray(soft_targets, dtype=np.float32)
+        if soft_targets.shape != (len(train_texts), len(labels)):
+            raise ValueError(f"soft_targets must have shape ({len(train_texts)}, {len(labels)}), got {soft_targets.shape}")
+        if soft_targets.size and (not np.isfinite(soft_targets).all() or soft_targets.min() < 0 or soft_targets.max() > 1):
+            raise ValueError("soft_targets must be finite values in [0, 1]")
     if embeddings and arch != "textcnn":
         raise ValueError(f"embeddings initialise a textcnn's embedding table; arch {arch!r} has none")
     available = len(train_texts)
@@ -332,6 +356,8 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
         keep = cap_examples(train_labels, labels, max_examples, seed)
         train_texts = [train_texts[i] for i in keep]
         train_labels = [train_labels[i] for i in keep]
+        if soft_targets is not None:
+            soft_targets = soft_targets[keep]
         log(f"[{head}] training on {len(keep):,} of {available:,} examples (max_examples, stratified: each label "
             f"keeps at least {min(CAP_MIN_POSITIVES, max_examples // (2 * max(1, len(labels)))):,} positives or all it has)")
     if arch == "linear":
@@ -340,7 +366,8 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
         return train_linear_head(head=head, labels=labels, train_texts=train_texts, train_labels=train_labels,
                                  dev_texts=dev_texts, dev_labels=dev_labels, out_dir=out_dir, tokenizer=tokenizer,
                                  dictionary=dictionary, max_length=max_length, c=c, min_df=min_df,
-                                 max_features=max_features, pos_weight=pos_weight, seed=seed, log=log, source=source)
+                                 max_features=max_features, pos_weight=pos_weight, seed=seed, log=log, source=source,
+                                 soft_targets=soft_targets)
     t0 = time.time()
     if arch not in DEFAULTS:
         raise ValueError(f"arch must be one of {sorted(DEFAULTS)}, got {arch!r}")
@@ -365,7 +392,7 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
     rng = np.random.default_rng(seed)
     train_texts = normalize_texts(train_texts)
     dev_texts = normalize_texts(dev_texts)
-    y_train = binarize(train_labels, labels).astype(np.float32)
+    y_train = binarize(train_labels, labels).astype(np.float32) if soft_targets is None else soft_targets
     y_dev = binarize(dev_labels, labels)
     _check_positives(head, labels, y_train, y_dev, log)
     pw = compute_pos_weight(y_train, pos_weight)
@@ -478,8 +505,9 @@ def train_head(*, arch: str, head: str, labels: list[str], train_texts: list[str
             extra={
                 "trained_on": {
                     "n_train": len(train_texts), "n_train_available": available, "n_dev": len(dev_texts),
-                    "train_positives": dict(zip(labels, y_train.sum(axis=0).astype(int).tolist())),
+                    "train_positives": dict(zip(labels, y_train.sum(axis=0).round().astype(int).tolist())),
                     "dev_positives": dict(zip(labels, y_dev.sum(axis=0).astype(int).tolist())),
+                    **(soft_target_record(soft_targets) if soft_targets is not None else {}),
                     "epochs": epochs_run, "max_epochs": epochs, "best_epoch": report["best_epoch"],
                     "lr": lr, "batch_size": batch_size, "seed": seed, "pos_weight": pos_weight,
                     "pos_weight_values": None if pw is None else [float(x) for x in pw],

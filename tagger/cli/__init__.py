@@ -26,7 +26,7 @@ COMMANDS = {  # name -> "module:attribute"
         ("preflight", "preflight_command"), ("publish", "publish_command"), ("history", "history_command"),
         ("rollback", "rollback_command"), ("report", "report_command")]},
     **{name: f"tagger.cli.model_commands:{name}_command" for name in
-       ["train", "split", "evaluate", "calibrate", "ensemble", "embeddings"]},
+       ["train", "split", "evaluate", "calibrate", "ensemble", "embeddings", "distill"]},
     "export-onnx": "tagger.cli.model_commands:export_onnx_command",
     "knn-build": "tagger.cli.model_commands:knn_build_command",
     "knn-add": "tagger.cli.model_commands:knn_add_command",

@@ -1,6 +1,6 @@
 """The model commands, for the people who train and tune heads: `tagger train`, `tagger split`,
-`tagger evaluate`, `tagger calibrate`, `tagger ensemble`, `tagger knn-build`, `tagger knn-add` and
-`tagger export-onnx`.
+`tagger evaluate`, `tagger calibrate`, `tagger ensemble`, `tagger distill`, `tagger knn-build`,
+`tagger knn-add` and `tagger export-onnx`.
 
 evaluate, calibrate and ensemble work on head artifacts against the team's labelled files.
 
@@ -559,5 +559,147 @@ def export_onnx_command(model, enable):
 
     try:
         export_onnx(model, enable=enable, log=click.echo)
+    except ArtifactError as exc:
+        _fail(exc, EXIT_ARTIFACT)
+
+
+@click.command("distill", short_help="Distil a head into a fast textcnn or linear student on the teacher's soft scores.")
+@click.option("--teacher", required=True, metavar="DIR", help="The teacher head directory (e.g. models/p0, the BERT head).")
+@click.option("--student-arch", type=click.Choice(["textcnn", "linear"]), required=True,
+              help="textcnn: character CNN trained on the soft scores (BCE with float targets); linear: TF-IDF + "
+                   "logistic regression, each text a positive with weight p and a negative with weight 1-p.")
+@click.option("--unlabeled", "unlabeled", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="JSON lines {\"text\": ...} (\"labels\" read only with --use-gold). Or give --start/--end.")
+@click.option("--start", type=DATE, default=None, help="First day of pool text (instead of --unlabeled): the job's "
+              "doc_text, scored by the teacher in Spark: every selected item with text (with --gate, those it passes).")
+@click.option("--end", type=DATE, default=None, help="Last day of pool text (inclusive).")
+@click.option("--gate", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="A gate head (e.g. models/gate for P0): only the unlabelled texts it passes are scored and trained on, "
+                   "as the job runs a gated head.")
+@click.option("--use-gold", is_flag=True, help="Rows of --unlabeled with a \"labels\" list train on those gold labels "
+              "instead of the teacher's scores (gold where present, else the teacher).")
+@click.option("--dev", type=click.Path(dir_okay=False, exists=True), default=None, metavar="FILE",
+              help="Labelled dev file over the teacher's labels: the student's early stopping and thresholds, then a "
+                   "calibration with the teacher's own settings when it has them. Without it: tuned on the teacher's "
+                   "decisions on the held-out items.")
+@click.option("--test", type=click.Path(dir_okay=False, exists=True), default=None, metavar="FILE",
+              help="Labelled test file: both heads' precision/recall/F1, macro-F1 and the share retained; the speed is "
+                   "timed on its texts.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="The student's directory (a head artifact; "
+              "distill_report.json is written into it).")
+@click.option("--holdout", type=click.FloatRange(0, 0.5), default=0.1, show_default=True,
+              help="Share of the unlabelled items kept out of training (agreement on unseen items; thresholds without --dev).")
+@click.option("--max-examples", type=click.IntRange(min=1), default=None,
+              help="Train on at most this many items (a draw stratified on the teacher's decisions).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="textcnn: most epochs (default 3).")
+@click.option("--max-length", type=click.IntRange(min=1), default=None,
+              help="Characters the student reads (default: textcnn 256, linear 1000).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="textcnn: learning rate.")
+@click.option("--tokenizer", type=click.Choice(["char", "word", "char+word"]), default=None,
+              help="What the student reads (default: char).")
+@click.option("--c", "c", type=click.FloatRange(min=0, min_open=True), default=None, help="linear: LogisticRegression's C.")
+@click.option("--min-df", type=click.IntRange(min=1), default=None, help="linear: minimum document frequency.")
+@click.option("--pos-weight", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
+              help="auto: weigh each label's positives by neg/pos of the soft targets' sums (1..30).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Scoring batch size, the same for both heads when they are timed.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="torch intra-op threads for training, scoring and timing (both heads alike).")
+@click.option("--speed-repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed runs per head (alternating); the median is reported.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--format", "out_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text: progress lines and the table; json: the report as one JSON object on stdout.")
+@click.pass_context
+def distill_command(ctx, teacher, student_arch, unlabeled, start, end, gate, use_gold, dev, test, out, holdout, max_examples,
+                    epochs, max_length, lr, tokenizer, c, min_df, pos_weight, batch_size, threads, speed_repeats, seed,
+                    out_format):
+    """Distil the head in --teacher into a fast --student-arch head: the teacher scores unlabelled text
+    (--unlabeled FILE on this machine, or the pool of --start..--end in Spark), the student trains on
+    those soft scores (gold labels where --use-gold says so), and the report gives per label the
+    student's agreement with the teacher, both heads' test figures and items/s, measured in the same
+    run. The student is a normal head directory with the teacher's head name and labels: evaluate,
+    calibrate or point the job's head path at it. Details: docs/playbooks/distill.md.
+
+    \b
+    Example:
+      tagger distill --teacher models/p0 --student-arch textcnn --unlabeled data/p0/train.jsonl \\
+          --dev data/p0/dev.jsonl --test data/p0/test.jsonl --out models/p0_student
+    """
+    if (unlabeled is None) == (start is None and end is None):
+        _fail("give either --unlabeled FILE or --start D --end D (the pool of those days), not both nor neither.")
+    if unlabeled is None and (start is None or end is None):
+        _fail("--start and --end go together: give both days of the pool range.")
+    if start is not None and start > end:
+        _fail(f"--start {start} is after --end {end}.")
+    if use_gold and unlabeled is None:
+        _fail("--use-gold reads the \"labels\" of --unlabeled rows; the pool has none.")
+    if student_arch == "linear":
+        given = [f for f, v in (("--epochs", epochs), ("--lr", lr)) if v is not None]
+        if given:
+            _fail(f"{', '.join(given)} do not apply to --student-arch linear (fitted in one pass).")
+    elif c is not None or min_df is not None:
+        _fail("--c and --min-df only apply to --student-arch linear.")
+    from tagger.models.spec import ArtifactError
+    from tagger.training.distill import distill, format_report, read_unlabelled
+
+    say = click.echo if out_format == "text" else (lambda *a, **k: click.echo(*a, err=True, **k))
+    options = dict(epochs=epochs, max_length=max_length, lr=lr, tokenizer=tokenizer, c=c, min_df=min_df,
+                   pos_weight=pos_weight)
+
+    def run(data, scores=None):
+        try:
+            report = distill(teacher=teacher, student_arch=student_arch, out=out, unlabelled=data, teacher_scores=scores,
+                             dev=dev, test=test, use_gold=use_gold, holdout=holdout, max_examples=max_examples,
+                             batch_size=batch_size, threads=threads, speed_repeats=speed_repeats, seed=seed, log=say,
+                             gate=gate, **options)
+        except ArtifactError as exc:
+            _fail(exc, EXIT_ARTIFACT)
+        except (DataError, FileExistsError) as exc:
+            _fail(exc)
+        if out_format == "json":
+            click.echo(json.dumps(_plain(report), ensure_ascii=False))
+        else:
+            click.echo("\n" + format_report(report))
+            click.echo(f"student: {out} (report {Path(out) / 'distill_report.json'})")
+
+    if unlabeled is not None:
+        try:
+            data = read_unlabelled(unlabeled)
+        except DataError as exc:
+            _fail(exc)
+        _check_teacher(teacher)
+        _check_teacher(gate, "--gate")
+        run(data)
+        return
+    _check_teacher(teacher)
+    _check_teacher(gate, "--gate")
+    cfg = load_job_config(ctx)
+    spark = session(cfg, "tagger-distill")
+    from tagger.training.distill import pool_scores
+
+    def work():
+        try:
+            data, scores = pool_scores(spark, cfg, date_range(start, end), teacher, batch_size=batch_size,
+                                       threads=threads, log=say, gate=gate)
+        except DataError as exc:
+            _fail(exc)
+        run(data, scores)
+
+    guarded(work)
+
+
+def _check_teacher(teacher: str | None, option: str = "--teacher") -> None:
+    """The teacher (or gate) must be a head directory with a readable sidecar: 'Error: ...' and exit 3
+    otherwise. None (no --gate) passes."""
+    from tagger.models.spec import ArtifactError, read_spec
+
+    if teacher is None:
+        return
+    if not Path(teacher).is_dir():
+        _fail(f"{option} {teacher}: not a directory. Fix: give a head directory (tagger_head.json + weights), "
+              f"e.g. $TAGGER_HOME/models/{'p0' if option == '--teacher' else 'gate'}.", EXIT_ARTIFACT)
+    try:
+        read_spec(teacher)
     except ArtifactError as exc:
         _fail(exc, EXIT_ARTIFACT)
