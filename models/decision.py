@@ -119,3 +119,18 @@ def decide(scores, spec) -> np.ndarray:
     out = np.zeros_like(hit)
     np.put_along_axis(out, order, keep, axis=1)
     return out
+
+
+class HeadDecisions:
+    """The decisions every head kind shares (LoadedHead, LinearHead, EnsembleHead, KnnHead, ...):
+    a subclass provides `spec` (a HeadSpec) and `predict_proba(texts, batch_size=...)` -> (n, L)
+    float32 scores; this adds `decide` and `predict`."""
+
+    def decide(self, proba) -> np.ndarray:
+        """Boolean (n, L) decisions from this head's (n, L) scores: `decide(proba, self.spec)` (rounded
+        scores vs thresholds, enabled labels only, then the sidecar's decision block)."""
+        return decide(proba, self.spec)
+
+    def predict(self, texts, batch_size: int = 64) -> np.ndarray:
+        """Boolean (n, L) decisions for n texts: `self.decide(self.predict_proba(texts))`."""
+        return self.decide(self.predict_proba(texts, batch_size=batch_size))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decision import decide, round_scores
+from .decision import HeadDecisions, round_scores
 from .spec import COMBINE, ArtifactError, HeadSpec, read_spec, validate_ensemble, write_spec
 BELOW = 0.49  # a score under its member's threshold maps below this
 
@@ -62,7 +62,7 @@ def combine_scores(member_scores: Sequence[np.ndarray], member_thresholds: Seque
     return reduce(stacked, axis=0).astype(np.float32)
 
 
-class EnsembleHead:
+class EnsembleHead(HeadDecisions):
     """A head whose scores are combined from its members' (see the module docstring).
 
     It has the inference interface of `tagger.models.loading.LoadedHead` (spec, labels, device,
@@ -87,13 +87,6 @@ class EnsembleHead:
         return combine_scores(scores, [m.spec.thresholds for m in self.members], self.spec.extra["combine"],
                               [m.spec.enabled for m in self.members])
 
-    def decide(self, proba) -> np.ndarray:
-        """Boolean (n, L) decisions: `tagger.models.decision.decide(proba, self.spec)`."""
-        return decide(proba, self.spec)
-
-    def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Boolean (n, L) decisions for texts."""
-        return self.decide(self.predict_proba(texts, batch_size=batch_size))
 
     def __repr__(self) -> str:
         return (f"EnsembleHead(head={self.spec.head!r}, combine={self.spec.extra['combine']!r}, "

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decision import decide
+from .decision import HeadDecisions
 from .spec import (SIDECAR, WEIGHTS, ArtifactError, HeadSpec, check_weights, read_spec, validate_knn,
                    weights_version, write_spec)
 from .tokenization import normalize_texts
@@ -217,7 +217,7 @@ def build_index(bank: np.ndarray):
     return index
 
 
-class KnnHead:
+class KnnHead(HeadDecisions):
     """A kNN head ready for inference, with the interface of `tagger.models.loading.LoadedHead`
     (spec, labels, device, max_length, predict_proba, decide, predict). Build it with
     `tagger.models.loading.load_head(dir)` or `load_knn`.
@@ -257,13 +257,6 @@ class KnnHead:
                 progress(len(part))
         return out
 
-    def decide(self, proba) -> np.ndarray:
-        """Boolean (n, L) decisions: `tagger.models.decision.decide(proba, self.spec)`."""
-        return decide(proba, self.spec)
-
-    def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Boolean (n, L) decisions for texts: `self.decide(self.predict_proba(texts))`."""
-        return self.decide(self.predict_proba(texts, batch_size=batch_size))
 
     def __repr__(self) -> str:
         return (f"KnnHead(head={self.spec.head!r}, labels={len(self.spec.labels)}, bank={self.bank.shape}, "
@@ -319,6 +312,19 @@ def _write(staging: Path, bank: np.ndarray, bank_labels: np.ndarray) -> Path:
     return weights
 
 
+def _finish(staging: Path, spec: HeadSpec, out: Path) -> HeadSpec:
+    """Write the sidecar into `staging`, validate the whole head, then move it to `out`; on any
+    error the staging folder is removed and `out` is left as it was."""
+    try:
+        write_spec(staging, spec)
+        validate_knn(staging, spec, check_weights(staging))
+        _publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return spec
+
+
 def _bank_block(bank_labels: np.ndarray, labels: Sequence[str], sources: list[dict]) -> dict:
     return {"examples": int(bank_labels.shape[0]),
             "positives": {lab: int(c) for lab, c in zip(labels, bank_labels.sum(axis=0).tolist())},
@@ -363,13 +369,10 @@ def build_knn_head(out_dir: str | os.PathLike, encoder_dir: str | os.PathLike, t
                         version=weights_version(name, weights),
                         extra={"knn": {"k": int(k), "weighting": "relu", "encoder": ENCODER_DIR, "encoder_kind": kind},
                                "bank": _bank_block(bank_labels, labels, [{"file": source, "examples": len(texts)}])})
-        write_spec(staging, spec)
-        validate_knn(staging, spec, check_weights(staging))
-        _publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return spec
+    return _finish(staging, spec, out)
 
 
 def add_examples(src_dir: str | os.PathLike, out_dir: str | os.PathLike, texts: Sequence[str],
@@ -417,10 +420,7 @@ def add_examples(src_dir: str | os.PathLike, out_dir: str | os.PathLike, texts: 
         new_spec = HeadSpec(head=spec.head, arch="knn", labels=list(spec.labels), thresholds=list(spec.thresholds),
                             enabled=list(spec.enabled), max_length=spec.max_length,
                             version=weights_version(spec.head, weights), extra=extra)
-        write_spec(staging, new_spec)
-        validate_knn(staging, new_spec, check_weights(staging))
-        _publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return new_spec
+    return _finish(staging, new_spec, out)

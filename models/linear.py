@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decision import decide
+from .decision import HeadDecisions
 from .spec import SIDECAR, WEIGHTS, ArtifactError, HeadSpec
 from .tokenization import normalize_texts
 from .words import check_tokenizer, dictionary_in, word_cutter
@@ -138,7 +138,7 @@ class LinearScorer:
         return 0.5 * (1.0 + np.tanh(0.5 * z))  # = 1 / (1 + exp(-z)), without overflow warnings
 
 
-class LinearHead:
+class LinearHead(HeadDecisions):
     """A linear head ready for inference, with the interface of `tagger.models.loading.LoadedHead`
     (spec, labels, device, max_length, predict_proba, decide, predict). Build it with
     `tagger.models.loading.load_head(dir)` or `load_linear(dir, spec)`."""
@@ -170,13 +170,6 @@ class LinearHead:
                 progress(len(part))
         return out
 
-    def decide(self, proba) -> np.ndarray:
-        """Boolean (n, L) decisions: `tagger.models.decision.decide(proba, self.spec)`."""
-        return decide(proba, self.spec)
-
-    def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Boolean (n, L) decisions for texts: `self.decide(self.predict_proba(texts))`."""
-        return self.decide(self.predict_proba(texts, batch_size=batch_size))
 
     def __repr__(self) -> str:
         return (f"LinearHead(head={self.spec.head!r}, labels={len(self.spec.labels)}, "

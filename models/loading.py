@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .decision import decide
+from .decision import HeadDecisions
 from .spec import SIDECAR, VOCAB, WEIGHTS, ArtifactError, HeadSpec, _position_cap, check_weights, read_spec
 from .tokenization import CharVocab, encode_with_tokenizer, normalize_texts
 
@@ -31,7 +31,7 @@ def _default_device(device) -> torch.device:
     return torch.device(device)
 
 
-class LoadedHead:
+class LoadedHead(HeadDecisions):
     """A head ready for batched inference. Build with `load_head` (or get the in-memory one
     from `tagger.models.training.train_head(...).head`)."""
 
@@ -185,14 +185,6 @@ class LoadedHead:
             ids[i, :row.shape[1]] = row[0]
         return ids, lengths
 
-    def decide(self, proba) -> np.ndarray:
-        """Boolean (n, L) decisions from this head's scores: `decide(proba, self.spec)` (rounded
-        scores vs thresholds, enabled labels only, then the sidecar's decision block)."""
-        return decide(proba, self.spec)
-
-    def predict(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Boolean (n, L) decisions for texts: `self.decide(self.predict_proba(texts))`."""
-        return self.decide(self.predict_proba(texts, batch_size=batch_size))
 
     def __repr__(self) -> str:
         return (f"LoadedHead(head={self.spec.head!r}, arch={self.spec.arch!r}, labels={len(self.spec.labels)}, "
