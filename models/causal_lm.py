@@ -109,12 +109,15 @@ class CausalLMHead:
             self.head_ids = [start]
         self.tail_ids = self._ids(after)
         conts, scored = [], []
+        for label, verbalizer in zip(self.spec.labels, self.options["verbalizers"]):
+            ids = self._ids(verbalizer)
+            if not ids or all(i == tok.unk_token_id for i in ids):
+                raise ArtifactError(d, None, f"the verbalizer of {label!r} ({verbalizer!r}) is no token, or only "
+                                    "unknown tokens, for this tokenizer", "write a verbalizer the tokenizer reads",
+                                    key="verbalizers")
         if self.mode == "single":
-            for label, verbalizer in zip(self.spec.labels, self.options["verbalizers"]):
+            for verbalizer in self.options["verbalizers"]:
                 ids = self._ids(verbalizer)
-                if not ids:
-                    raise ArtifactError(d, None, f"the verbalizer of {label!r} ({verbalizer!r}) is no token at all "
-                                        "for this tokenizer", "write a verbalizer the tokenizer reads", key="verbalizers")
                 conts.append(ids)
                 scored.append(len(ids))
             if len({tuple(c) for c in conts}) != len(conts):
@@ -123,10 +126,11 @@ class CausalLMHead:
                                     "write verbalizers the tokenizer tells apart", key="verbalizers")
         else:
             yes, no = (self._ids(self.options["answers"][k]) for k in ("yes", "no"))
-            if not yes or not no or yes == no:
-                raise ArtifactError(d, None, f"the answers {self.options['answers']} are no tokens, or the same "
-                                    "tokens, for this tokenizer", "write answers the tokenizer reads and tells apart",
-                                    key="answers")
+            unknown = [ids for ids in (yes, no) if all(i == tok.unk_token_id for i in ids)]
+            if not yes or not no or yes == no or unknown:
+                raise ArtifactError(d, None, f"the answers {self.options['answers']} are no tokens, the same "
+                                    "tokens, or unknown tokens only, for this tokenizer",
+                                    "write answers the tokenizer reads and tells apart", key="answers")
             for verbalizer in self.options["verbalizers"]:
                 q = self._ids(self.options["question"].replace("{label}", verbalizer))
                 conts += [q + yes, q + no]

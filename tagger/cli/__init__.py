@@ -28,6 +28,7 @@ COMMANDS = {  # name -> "module:attribute"
     **{name: f"tagger.cli.model_commands:{name}_command" for name in
        ["train", "split", "evaluate", "calibrate", "ensemble", "embeddings"]},
     "export-onnx": "tagger.cli.model_commands:export_onnx_command",
+    "llm-head": "tagger.cli.model_commands:llm_head_command",
     **{name: f"tagger.cli.measure_commands:{name}_command" for name in ["bench", "ablation"]},
     **{name: f"tagger.cli.lifecycle_commands:{name.replace('-', '_')}_command" for name in
        ["register", "promote", "rollback-model", "shadow", "triage", "sample"]},
