@@ -87,18 +87,20 @@ def build_char_tokenizer(texts, out_dir: Path | None = None):
 
 
 def build_random_causal_lm(out_dir: Path, texts, *, layers: int = 2, hidden: int = 32, heads: int = 4,
-                           model_type: str = "llama", seed: int = 0, max_positions: int = 512):
+                           model_type: str = "llama", seed: int = 0, max_positions: int = 512,
+                           vocab_size: int | None = None):
     """A causal LM with random weights from a small config (model_type llama or gpt2;
     `layers` layers of width `hidden`, `heads` attention heads) and build_char_tokenizer(texts),
     saved with save_pretrained (safetensors) to `out_dir`, for tests and the LLM-head bench (no
-    hub). Returns (model, tokenizer). Raises ValueError for another model_type (qwen2 is left out:
+    hub). `vocab_size` (at least the tokenizer's size) widens the embedding and output layer to a
+    real LLM's vocabulary, for cost figures; the extra rows are never produced by the tokenizer. Returns (model, tokenizer). Raises ValueError for another model_type (qwen2 is left out:
     transformers 5 loads a qwen2 checkpoint's tokenizer as Qwen2Tokenizer, which does not read this
     character vocabulary)."""
     import torch
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
     tokenizer = build_char_tokenizer(texts)
-    common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    common = dict(vocab_size=max(len(tokenizer), vocab_size or 0), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                   pad_token_id=tokenizer.pad_token_id)
     if model_type == "llama":
         config = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
