@@ -145,6 +145,9 @@ class CausalLMHead:
             mask[i, :len(c)] = 1
             score_mask[i, len(c) - s:len(c)] = 1.0
         self._cont_ids, self._cont_mask, self._score_mask = ids, mask, score_mask
+        # positions (continuation coordinates, -1: the context's last token) whose logits predict a
+        # scored token: all of a verbalizer's in single mode, only the answers' in multi mode
+        self._needed = sorted({j - 1 for c, s in zip(conts, scored) for j in range(len(c) - s, len(c))})
 
     def contexts(self, texts: Sequence[str]) -> list[list[int]]:
         """The context token ids of each text: prompt head (+ BOS), the text's first max_length
@@ -170,21 +173,30 @@ class CausalLMHead:
     def _forward(self, **kw):
         return self.model(**kw)
 
-    def _cont_logprobs(self, logits: torch.Tensor, first: torch.Tensor, cont: torch.Tensor) -> torch.Tensor:
-        """(rows, m) log-probabilities of the continuation tokens `cont` (rows, m): token 0 from
-        `first` (rows, V) logits, token k from `logits[:, k-1]` (rows, m, V)."""
-        full = torch.cat([first[:, None, :], logits[:, :-1, :]], dim=1).float()
-        picked = full.gather(-1, cont[:, :, None])[..., 0]
-        return (picked - torch.logsumexp(full, dim=-1)).double()
+    def _logprobs(self, logits: torch.Tensor, cont: torch.Tensor) -> torch.Tensor:
+        """(rows, m) float64 log-probabilities of the continuation tokens `cont` (rows, m) from
+        `logits` (rows, len(self._needed), V), the logits at the positions self._needed (continuation
+        coordinates: -1 is the context's last token); tokens no position predicts get 0 (they are
+        not scored)."""
+        q = torch.tensor(self._needed, device=cont.device) + 1  # the tokens these positions predict
+        logits = logits.float()
+        picked = logits.gather(-1, cont[:, q][:, :, None])[..., 0]
+        out = torch.zeros(cont.shape, dtype=torch.float64, device=cont.device)
+        out[:, q] = (picked - torch.logsumexp(logits, dim=-1)).double()
+        return out
 
     def _chunk_scores(self, ctx: torch.Tensor, ctx_mask: torch.Tensor, k: int, share: bool) -> torch.Tensor:
         """(B, C) float64 summed log-likelihoods of every continuation for a batch of B left-padded
-        contexts (B, Tc), continuations run k items at a time."""
+        contexts (B, Tc), continuations run k items at a time. Logits (the vocabulary projection)
+        are computed only at the positions that predict a scored token (self._needed) where the
+        model takes `logits_to_keep`."""
         B, Tc = ctx.shape
         C, m = self._cont_ids.shape
         dev = self.device
         cont_ids, cont_mask = self._cont_ids.to(dev), self._cont_mask.to(dev)
         score_mask = self._score_mask.to(dev)
+        needed = torch.tensor(self._needed, device=dev)
+        inner = needed[needed >= 0]  # positions inside the continuation
         ctx_len = ctx_mask.sum(dim=1)
         ctx_pos = (ctx_mask.cumsum(dim=1) - 1).clamp(min=0)
         out = torch.empty((B, C), dtype=torch.float64, device=dev)
@@ -200,24 +212,26 @@ class CausalLMHead:
         for a in range(0, B, k):
             items = torch.arange(a, min(a + k, B), device=dev)
             rows = items.repeat_interleave(C)
-            n_rows = len(rows)
             c_ids = cont_ids.repeat(len(items), 1)
             c_mask = cont_mask.repeat(len(items), 1)
             c_pos = ctx_len[rows][:, None] + torch.arange(m, device=dev)[None, :]
             mask = torch.cat([ctx_mask[rows], c_mask], dim=1)
             if share:
                 cache = _make_cache([(kk[rows], vv[rows]) for kk, vv in kv])
+                keep = {"logits_to_keep": inner} if self._keep else {}
                 res = self._forward(input_ids=c_ids, attention_mask=mask, position_ids=c_pos, use_cache=True,
-                                    **{self._cache_arg: cache})
-                lp = self._cont_logprobs(res.logits, last[rows], c_ids)
+                                    **{self._cache_arg: cache}, **keep)
+                logits = res.logits if self._keep else res.logits[:, inner, :]
+                if self._needed[0] == -1:  # the first continuation token is scored: the context's last logits
+                    logits = torch.cat([last[rows][:, None, :], logits], dim=1)
             else:
                 ids = torch.cat([ctx[rows], c_ids], dim=1)
                 pos = torch.cat([ctx_pos[rows], c_pos], dim=1)
-                keep = {"logits_to_keep": m + 1} if self._keep else {}
+                keep = {"logits_to_keep": Tc + needed} if self._keep else {}
                 res = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, **keep)
-                logits = res.logits[:, -(m + 1):, :]
-                lp = self._cont_logprobs(logits[:, 1:, :], logits[:, 0, :], c_ids)
+                logits = res.logits if self._keep else res.logits[:, Tc + needed, :]
             del res
+            lp = self._logprobs(logits, c_ids)
             out[items] = (lp * score_mask.repeat(len(items), 1)).sum(dim=1).view(len(items), C)
         return out
 

@@ -152,6 +152,23 @@ def test_scores_do_not_depend_on_the_batch_or_the_shared_prefix(heads, mode):
             assert np.abs(got - alone).max() < 1e-5, (batch_size, share)
 
 
+@pytest.mark.parametrize("mode", ["single", "multi"])
+def test_a_gpt2_checkpoint_and_a_model_without_logits_to_keep_score_alike(tmp_path, mode):
+    """Another architecture (GPT-2: learned absolute positions, so a wrong position id shows) equals
+    its direct forward too, and the path for a model whose forward takes no `logits_to_keep` (full
+    logits, then the needed positions picked) gives the same scores. Break: pick `Tc + needed + 1`
+    in that path."""
+    build_random_causal_lm(tmp_path / "gpt2", [CORPUS], layers=2, hidden=32, heads=4, model_type="gpt2", seed=4)
+    extra = {"question": QUESTION, "answers": ANSWERS} if mode == "multi" else {}
+    head = load_head(_make(tmp_path / "head", (tmp_path / "gpt2", None), mode, **extra))
+    expected = reference_scores((tmp_path / "gpt2", None), mode, False)
+    for keep in (True, False):
+        head._keep = keep
+        for share in (True, False):
+            got = head.predict_proba(TEXTS, batch_size=3, share_prefix=share)
+            assert np.abs(got - expected).max() < 1e-5, (keep, share)
+
+
 def test_the_adapter_changes_the_scores(heads):
     """Break: skip PeftModel.from_pretrained in load_causal_lm (score the base model): equal scores."""
     for mode in ("single", "multi"):
