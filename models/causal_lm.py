@@ -460,9 +460,33 @@ def write_causal_lm_head(out_dir: str | os.PathLike, checkpoint: str | os.PathLi
     return spec
 
 
+def chat_prompt(checkpoint: str | os.PathLike, user: str, system: str | None = None) -> str:
+    """A prompt template in the checkpoint's own chat format: its tokenizer's chat template applied
+    to [system (when given), user] with the assistant turn opened (add_generation_prompt), as a
+    chat model was fine-tuned (an SFT line's system, src -> user, tgt -> assistant). `user` holds
+    {text}. Raises ArtifactError when the tokenizer cannot be loaded or has no chat template, or
+    when the rendered template lost the {text} placeholder."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ArtifactError(checkpoint, "tokenizer.json", f"could not load the tokenizer ({type(e).__name__}: {e})",
+                            "save the tokenizer next to the model with tokenizer.save_pretrained(dir)") from None
+    if not getattr(tokenizer, "chat_template", None):
+        raise ArtifactError(checkpoint, "tokenizer_config.json", "the tokenizer has no chat template",
+                            "drop --chat and write the prompt's format yourself with --template")
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if prompt.count("{text}") != 1:
+        raise ArtifactError(checkpoint, "tokenizer_config.json", "the chat template does not keep the {text} "
+                            "placeholder of the user message exactly once", "write the prompt with --template")
+    return prompt
+
+
 def continuation_count(spec: HeadSpec) -> int:
     """How many continuations each item is scored with: L (single) or 2L (multi)."""
     return len(spec.labels) * (1 if causal_lm_options(spec)["mode"] == "single" else 2)
 
 
-__all__ = ["CausalLMHead", "load_causal_lm", "write_causal_lm_head", "continuation_count"]
+__all__ = ["CausalLMHead", "load_causal_lm", "write_causal_lm_head", "chat_prompt", "continuation_count"]

@@ -484,6 +484,9 @@ def export_onnx_command(model, enable):
               help="The team's SFT file ({\"system\", \"src\", \"tgt\"} lines): its first system text becomes the "
                    "prompt (followed by '\\n{text}\\n' unless it holds {text}), and without --label its labels are "
                    "the head's labels, each its own verbalizer.")
+@click.option("--chat", is_flag=True, help="Wrap the prompt in the checkpoint's chat template (a chat model fine-tuned "
+              "on SFT lines: system = the SFT system text, user = the item's text, or user = --template), the "
+              "assistant turn opened.")
 @click.option("--label", "label_args", multiple=True, metavar="LABEL[=VERBALIZER]",
               help="A label and the text the model should say for it (default: the label name). Repeat, in order.")
 @click.option("--mode", type=click.Choice(["single", "multi"]), required=True,
@@ -501,7 +504,7 @@ def export_onnx_command(model, enable):
               "(a large checkpoint on the same machine; ship the directory with the links resolved).")
 @click.option("--out", "out_dir", required=True, metavar="DIR", help="The head directory to write.")
 @click.option("--head", default=None, help="Head name (default: the --out directory's name).")
-def llm_head_command(checkpoint, peft, template, sft, label_args, mode, question, yes, no, length_normalize,
+def llm_head_command(checkpoint, peft, template, sft, chat, label_args, mode, question, yes, no, length_normalize,
                      max_length, link, out_dir, head):
     """Write an LLM head: the checkpoint (and adapter) copied into --out as lm/ (and adapter/), and
     a tagger_head.json with arch "causal-lm", the prompt, one verbalizer per label and the mode. A
@@ -529,7 +532,8 @@ def llm_head_command(checkpoint, peft, template, sft, label_args, mode, question
         systems = [x for x in (examples.systems or []) if x and x.strip()]
         if not systems:
             _fail(f"{sft} has no \"system\" text. Fix: pass --template TEXT, or add the prompt as \"system\".")
-        template = systems[0] if "{text}" in systems[0] else systems[0] + "\n{text}\n"
+        system = systems[0]
+        template = system if "{text}" in system else system + "\n{text}\n"
         if len(set(systems)) > 1:
             click.echo(f"Note: {sft} has {len(set(systems))} different system texts; the first one is the prompt.",
                        err=True)
@@ -543,6 +547,14 @@ def llm_head_command(checkpoint, peft, template, sft, label_args, mode, question
             verbalizers = list(labels)
     if not labels:
         _fail("give the labels: --label LABEL[=VERBALIZER], once per label, in output order.")
+    from tagger.models.causal_lm import chat_prompt, write_causal_lm_head
+    from tagger.models.spec import ArtifactError
+
+    if chat:
+        try:
+            template = chat_prompt(checkpoint, "{text}", system) if sft is not None else chat_prompt(checkpoint, template)
+        except ArtifactError as exc:
+            _fail(exc, EXIT_ARTIFACT)
     extra = {}
     if question is not None:
         extra["question"] = question
@@ -550,9 +562,6 @@ def llm_head_command(checkpoint, peft, template, sft, label_args, mode, question
         extra["answers"] = {"yes": " yes" if yes is None else yes, "no": " no" if no is None else no}
     if length_normalize:
         extra["length_normalize"] = True
-    from tagger.models.causal_lm import write_causal_lm_head
-    from tagger.models.spec import ArtifactError
-
     try:
         spec = write_causal_lm_head(out_dir, checkpoint, labels, verbalizers, template, mode, peft=peft, head=head,
                                     max_length=max_length, link=link, extra=extra)

@@ -310,6 +310,28 @@ def test_llm_head_from_an_sft_file_then_calibrate_and_evaluate(lm, tmp_path):
     assert report["arch"] == "causal-lm" and report["data"]["n"] == 30 and set(report["labels"]) == set(LABELS)
 
 
+def test_llm_head_chat_wraps_the_sft_system_text_in_the_checkpoints_chat_template(lm, tmp_path):
+    """--chat: the prompt is the checkpoint's chat template applied to system = the SFT system text and
+    user = {text}, the assistant turn opened, as the chat model was fine-tuned."""
+    from transformers import AutoTokenizer
+
+    ckpt = tmp_path / "chat_ckpt"
+    shutil.copytree(lm[0], ckpt)
+    tok = AutoTokenizer.from_pretrained(str(ckpt))
+    tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<assistant>{% endif %}")
+    tok.save_pretrained(str(ckpt))
+    sft = _jsonl(tmp_path / "sft.jsonl", [{"system": "判断文章类别", "src": TEXTS[0], "tgt": LABELS[0]},
+                                          {"system": "判断文章类别", "src": TEXTS[1], "tgt": LABELS[1]}])
+    res = CliRunner().invoke(cli, ["llm-head", "--checkpoint", str(ckpt), "--sft", str(sft), "--chat",
+                                   "--mode", "single", "--out", str(tmp_path / "h")])
+    assert res.exit_code == 0, res.output
+    assert read_spec(tmp_path / "h").extra["prompt"] == "<system>判断文章类别\n<user>{text}\n<assistant>"
+    res = CliRunner().invoke(cli, ["llm-head", "--checkpoint", str(lm[0]), "--sft", str(sft), "--chat",
+                                   "--mode", "single", "--out", str(tmp_path / "h2")])
+    assert res.exit_code == 3 and "no chat template" in res.output
+
+
 def test_llm_head_refuses_a_missing_prompt_or_labels(lm, tmp_path):
     runner = CliRunner()
     res = runner.invoke(cli, ["llm-head", "--checkpoint", str(lm[0]), "--mode", "single", "--label", "a",
