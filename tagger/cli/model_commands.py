@@ -479,7 +479,8 @@ def export_onnx_command(model, enable):
 @click.option("--peft", "peft", default=None, type=click.Path(exists=True, file_okay=False), metavar="DIR",
               help="A PEFT LoRA adapter directory trained on that checkpoint (needs pip install 'tagger[llm]').")
 @click.option("--template", default=None, metavar="TEXT",
-              help="The prompt, with {text} where the item's text goes, e.g. 'News: {text}\\nCategory:'.")
+              help="The prompt, with {text} where the item's text goes, e.g. 'News: {text}\\nCategory:' (\\n: a line "
+                   "break, here and in --question).")
 @click.option("--sft", "sft", default=None, type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="The team's SFT file ({\"system\", \"src\", \"tgt\"} lines): its first system text becomes the "
                    "prompt (followed by '\\n{text}\\n' unless it holds {text}), and without --label its labels are "
@@ -520,6 +521,9 @@ def llm_head_command(checkpoint, peft, template, sft, chat, label_args, mode, qu
     """
     if (template is None) == (sft is None):
         _fail("give exactly one of --template TEXT or --sft FILE (the prompt).")
+    # a shell passes \n as two characters: in --template and --question it means a line break
+    template = template.replace("\\n", "\n") if template is not None else None
+    question = question.replace("\\n", "\n") if question is not None else None
     labels, verbalizers = [], []
     for arg in label_args:
         name, sep, verbalizer = arg.partition("=")

@@ -332,6 +332,19 @@ def test_llm_head_chat_wraps_the_sft_system_text_in_the_checkpoints_chat_templat
     assert res.exit_code == 3 and "no chat template" in res.output
 
 
+def test_llm_head_from_a_template_reads_backslash_n_as_a_line_break(lm, tmp_path):
+    """A shell passes \\n as two characters; in --template and --question it is a line break. Labels
+    and verbalizers come from --label (LABEL=VERBALIZER, or the label name)."""
+    res = CliRunner().invoke(cli, ["llm-head", "--checkpoint", str(lm[0]), "--template", "文章：{text}\\n类别：",
+                                   "--label", "新车上市", "--label", "谍照=谍照曝光", "--mode", "multi",
+                                   "--question", "\\n是否{label}？", "--yes", "是", "--no", "否",
+                                   "--out", str(tmp_path / "h")])
+    assert res.exit_code == 0, res.output
+    spec = read_spec(tmp_path / "h")
+    assert spec.extra["prompt"] == PROMPT and spec.extra["question"] == QUESTION
+    assert spec.labels == ["新车上市", "谍照"] and spec.extra["verbalizers"] == ["新车上市", "谍照曝光"]
+
+
 def test_llm_head_refuses_a_missing_prompt_or_labels(lm, tmp_path):
     runner = CliRunner()
     res = runner.invoke(cli, ["llm-head", "--checkpoint", str(lm[0]), "--mode", "single", "--label", "a",
