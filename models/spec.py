@@ -183,7 +183,8 @@ class HeadSpec:
                 "write \"runtime\": \"onnx\" (with model.onnx from tagger export-onnx) or drop the key (torch)")
         if runtime == "onnx" and self.arch not in ONNX_ARCHS:
             bad("runtime", f"\"onnx\" is for {list(ONNX_ARCHS)} heads, this one is {self.arch!r}",
-                "drop the key: a linear head is numpy already, an ensemble takes its members' runtimes")
+                "drop the key: a linear head is numpy already, an ensemble takes its members' runtimes, a "
+                "causal-lm head runs in torch")
         if self.arch == "causal-lm":
             validate_causal_lm(self, bad)
         reasons = self.extra.get("disabled_reasons")
