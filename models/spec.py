@@ -13,6 +13,11 @@ ensemble: tagger_head.json only, with `combine` and `members` (see models/ensemb
 knn:      tagger_head.json (the `knn` block: k, weighting, encoder, encoder_kind), model.safetensors
           (bank (n, d) float32 unit rows, bank_labels (n, L) uint8), encoder/ (an HF encoder
           checkpoint or a project textcnn/bert head; models/knn.py)
+causal-lm: tagger_head.json with `prompt`, `verbalizers`, `mode` (see models/causal_lm.py) next to
+          a Hugging Face causal-LM `save_pretrained` directory (the head directory itself, or the
+          sub-directory named by `checkpoint`; model.safetensors or safetensors shards + tokenizer),
+          and optionally a PEFT LoRA adapter directory named by `peft` (adapter_config.json,
+          adapter_model.safetensors)
 A head that reads words (textcnn or linear, `text.tokenizer` word | char+word) also carries the team
 dictionary, dictionary.txt (models/words.py).
 A textcnn or bert head may carry model.onnx (`tagger export-onnx`) and the sidecar key
@@ -44,8 +49,9 @@ FORMAT_VERSION = 1
 SIDECAR = "tagger_head.json"
 WEIGHTS = "model.safetensors"
 VOCAB = "vocab.txt"
-ARCHS = ("textcnn", "bert", "linear", "ensemble", "knn")  # linear: models/linear.py; ensemble: models/ensemble.py;
-# knn: models/knn.py
+ARCHS = ("textcnn", "bert", "linear", "ensemble", "knn", "causal-lm")  # linear: models/linear.py;
+# ensemble: models/ensemble.py; knn: models/knn.py; causal-lm: models/causal_lm.py (an LLM scored by
+# label likelihood)
 # Files besides the weights that decide a head's scores: their bytes are in the model version too.
 SCORING_FILES = ("linear_vocab.json", "word_vocab.json", "dictionary.txt")
 KNN_WEIGHTINGS = ("relu",)  # a kNN head's neighbour weights: w = max(cosine, 0) (models/knn.py)
@@ -184,7 +190,10 @@ class HeadSpec:
                 "write \"runtime\": \"onnx\" (with model.onnx from tagger export-onnx) or drop the key (torch)")
         if runtime == "onnx" and self.arch not in ONNX_ARCHS:
             bad("runtime", f"\"onnx\" is for {list(ONNX_ARCHS)} heads, this one is {self.arch!r}",
-                "drop the key: a linear head is numpy already, an ensemble takes its members' runtimes")
+                "drop the key: a linear head is numpy already, an ensemble takes its members' runtimes, a "
+                "causal-lm head runs in torch")
+        if self.arch == "causal-lm":
+            validate_causal_lm(self, bad)
         if self.arch == "knn":
             _validate_knn_block(self.extra.get("knn"), bad)
         reasons = self.extra.get("disabled_reasons")
@@ -219,9 +228,16 @@ def artifact_version(path: str | os.PathLike, spec: HeadSpec | None = None) -> s
     a model.safetensors replaced in place, is a new model version, and a reused Python worker
     reloads it. A head on the onnx runtime adds "+onnx" and the digest of model.onnx. Raises
     ArtifactError for a missing weights file, or a missing model.onnx when the sidecar asks for it,
-    or a knn head whose bank or encoder fails validate_knn."""
+    or a knn head whose bank or encoder fails validate_knn. A causal-lm head's digest also covers its
+    prompt, verbalizers, mode and answers (causal_lm_digest) and every file of its checkpoint and
+    adapter that decides scores (causal_lm_files: weights or shards, config, tokenizer, adapter)."""
     spec = spec or read_spec(path)
     digest = spec.decision_digest()
+    if spec.arch == "causal-lm":  # weights in a sub-directory, an adapter, and a prompt that decides scores
+        directory = _dir_and_sidecar(path)[0]
+        parts = [digest, causal_lm_digest(spec)] + [
+            f"{name}={weights_digest(file)[:8]}" for name, file in causal_lm_files(directory, spec)]
+        return f"{spec.version}@{hashlib.sha256('|'.join(parts).encode('utf-8')).hexdigest()[:10]}"
     if spec.arch != "ensemble":
         directory = _dir_and_sidecar(path)[0]
         if not (directory / WEIGHTS).is_file():
@@ -574,3 +590,146 @@ def encoder_digest(directory: str | os.PathLike) -> str:
     for p in sorted(x for x in base.rglob("*") if x.is_file()):
         h.update(f"{p.relative_to(base).as_posix()}={weights_digest(p)}\n".encode("utf-8"))
     return h.hexdigest()
+
+
+# -- causal-lm: an LLM head scored by the likelihood of each label's text (models/causal_lm.py) --
+
+CAUSAL_LM_MODES = ("single", "multi")
+CAUSAL_LM_KEYS = ("prompt", "verbalizers", "mode", "length_normalize", "question", "answers", "checkpoint", "peft")
+DEFAULT_QUESTION = "\n{label}?"  # multi mode: appended to the filled prompt, then an answer is scored
+DEFAULT_ANSWERS = {"yes": " yes", "no": " no"}
+# the checkpoint's files that decide scores besides the weights (digested into the model version)
+LM_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+            "merges.txt", "vocab.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def causal_lm_options(spec: HeadSpec) -> dict:
+    """The causal-lm keys of a sidecar with their defaults filled in: prompt, verbalizers, mode,
+    length_normalize (False), question (DEFAULT_QUESTION), answers ({"yes", "no"}), checkpoint
+    ("."), peft (None). Not validated (HeadSpec.validate does that)."""
+    x = spec.extra
+    return {"prompt": x.get("prompt"), "verbalizers": x.get("verbalizers"), "mode": x.get("mode"),
+            "length_normalize": x.get("length_normalize", False), "question": x.get("question", DEFAULT_QUESTION),
+            "answers": x.get("answers", dict(DEFAULT_ANSWERS)), "checkpoint": x.get("checkpoint", "."),
+            "peft": x.get("peft")}
+
+
+def validate_causal_lm(spec: HeadSpec, bad) -> None:
+    """Check a causal-lm sidecar's own keys (no files): `bad(key, problem, fix)` raises. A prompt
+    with exactly one {text}; one distinct non-empty verbalizer per label; mode single (at least two
+    labels: the scores are a softmax over them) or multi; length_normalize a bool; question a
+    string with {label}; answers {"yes": text, "no": text}, distinct; checkpoint and peft relative
+    paths inside the head directory."""
+    o = causal_lm_options(spec)
+    L = len(spec.labels)
+    prompt = o["prompt"]
+    if not isinstance(prompt, str) or not prompt.strip():
+        bad("prompt", "is missing or empty", 'write the prompt template, e.g. "Text: {text}\\nCategory:" '
+            "(or make the head with `tagger llm-head --template/--sft`)")
+    if prompt.count("{text}") != 1:
+        bad("prompt", f"must hold the placeholder {{text}} exactly once, it holds it {prompt.count('{text}')} times",
+            "put {text} where the item's text goes, once")
+    verbalizers = o["verbalizers"]
+    if not isinstance(verbalizers, list) or not all(isinstance(v, str) and v.strip() for v in verbalizers):
+        bad("verbalizers", "must be a list of non-empty strings (the text the model should say for each label)",
+            "write one verbalizer per label, in label order")
+    if len(verbalizers) != L:
+        missing = f" (no verbalizer for {spec.labels[len(verbalizers):]})" if len(verbalizers) < L else ""
+        bad("verbalizers", f"has {len(verbalizers)} entries for {L} labels{missing}",
+            "write one verbalizer per label, in label order")
+    if len(set(verbalizers)) != L:
+        bad("verbalizers", "has duplicates: two labels would always get the same score",
+            "give each label its own text")
+    if o["mode"] not in CAUSAL_LM_MODES:
+        bad("mode", f"must be one of {list(CAUSAL_LM_MODES)}, got {o['mode']!r}",
+            '"single": one label per item (softmax over the labels); "multi": a yes/no question per label')
+    if o["mode"] == "single" and L < 2:
+        bad("mode", "\"single\" needs at least two labels (a softmax over one label is always 1)",
+            'use "multi" for a one-label head, or list the other labels')
+    if not isinstance(o["length_normalize"], bool):
+        bad("length_normalize", f"must be true or false, got {o['length_normalize']!r}",
+            "true: mean log-probability per verbalizer token; false (default): the sum")
+    if not isinstance(o["question"], str) or "{label}" not in o["question"]:
+        bad("question", "must be a string holding {label}", 'e.g. "\\n{label}?" (multi mode; the verbalizer '
+            "goes in {label}, then the yes/no answer is scored)")
+    answers = o["answers"]
+    if (not isinstance(answers, dict) or set(answers) != {"yes", "no"}
+            or not all(isinstance(v, str) and v.strip() for v in answers.values())):
+        bad("answers", f"must be {{\"yes\": text, \"no\": text}} with non-empty texts, got {answers!r}",
+            'e.g. {"yes": " yes", "no": " no"} or {"yes": "是", "no": "否"}')
+    if answers["yes"] == answers["no"]:
+        bad("answers", "yes and no are the same text", "give the two answers different texts")
+    for key in ("checkpoint", "peft"):
+        value = o[key]
+        if value is None and key == "peft":
+            continue
+        if not isinstance(value, str) or not value or os.path.isabs(value) or ".." in Path(value).parts:
+            bad(key, f"must be a relative path inside the head directory, got {value!r}",
+                "copy the directory into the head directory and name it relative to it (e.g. \"lm\", \"adapter\")")
+
+
+def causal_lm_digest(spec: HeadSpec) -> str:
+    """Short sha256 (10 hex) of what decides a causal-lm head's scores in its sidecar: prompt,
+    verbalizers, mode, length_normalize, question, answers (defaults filled in), checkpoint, peft."""
+    payload = json.dumps(causal_lm_options(spec), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:10]
+
+
+def causal_lm_dirs(directory: str | os.PathLike, spec: HeadSpec) -> tuple[Path, Path | None]:
+    """(checkpoint directory, adapter directory or None) of a causal-lm head in `directory`.
+    Existence is not checked (causal_lm_files does)."""
+    o = causal_lm_options(spec)
+    base = Path(directory)
+    return base / o["checkpoint"], (base / o["peft"] if o["peft"] else None)
+
+
+def causal_lm_files(directory: str | os.PathLike, spec: HeadSpec) -> list[tuple[str, Path]]:
+    """(name, path) of every file that decides a causal-lm head's scores: the checkpoint's weights
+    (model.safetensors, or every shard its model.safetensors.index.json lists), config and tokenizer
+    files (LM_FILES, those present), and the adapter's ADAPTER_FILES. Raises ArtifactError for a
+    missing checkpoint directory, config.json, tokenizer or weights, pickle-only or pickle-sharded
+    weights, a missing adapter directory, or an adapter without adapter_config.json or
+    adapter_model.safetensors (a pickled adapter_model.bin is refused)."""
+    ckpt, adapter = causal_lm_dirs(directory, spec)
+    fix = "save the model with model.save_pretrained(dir) and tokenizer.save_pretrained(dir) there"
+    if not ckpt.is_dir():
+        raise ArtifactError(directory, None, f"the causal-LM checkpoint directory {ckpt} does not exist",
+                            f"copy the checkpoint there or fix \"checkpoint\" in {SIDECAR}", key="checkpoint")
+    if not (ckpt / "config.json").is_file():
+        raise ArtifactError(ckpt, "config.json", "missing (a causal-lm head needs a Hugging Face checkpoint)", fix)
+    if not ((ckpt / "tokenizer.json").is_file() or (ckpt / "tokenizer_config.json").is_file()):
+        raise ArtifactError(ckpt, "tokenizer.json", "missing: the checkpoint has no tokenizer", fix)
+    files: list[tuple[str, Path]] = []
+    index = ckpt / f"{WEIGHTS}.index.json"
+    if (ckpt / WEIGHTS).is_file():
+        files.append((WEIGHTS, ckpt / WEIGHTS))
+    elif index.is_file():  # a large LLM is saved in shards; each must be safetensors
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as e:
+            raise ArtifactError(ckpt, index.name, f"unreadable shard index ({e})", "re-copy the checkpoint") from None
+        for shard in shards:
+            if not shard.endswith(".safetensors"):
+                raise ArtifactError(ckpt, shard, "refusing a pickle-based shard; only safetensors is accepted", _SAFE_FIX)
+            if not (ckpt / shard).is_file():
+                raise ArtifactError(ckpt, shard, "a shard listed in the index is missing", "re-copy the checkpoint")
+            files.append((shard, ckpt / shard))
+    else:
+        check_weights(ckpt)  # raises the clear error (pickle or missing)
+    files += [(name, ckpt / name) for name in LM_FILES if (ckpt / name).is_file()]
+    if adapter is not None:
+        if not adapter.is_dir():
+            raise ArtifactError(directory, None, f"the LoRA adapter directory {adapter} does not exist",
+                                f"copy the adapter (peft_model.save_pretrained(dir)) there or drop \"peft\" from "
+                                f"{SIDECAR}", key="peft")
+        if not (adapter / "adapter_config.json").is_file():
+            raise ArtifactError(adapter, "adapter_config.json", "missing: not a PEFT adapter directory",
+                                "save the adapter with peft_model.save_pretrained(dir)")
+        if not (adapter / "adapter_model.safetensors").is_file():
+            pickles = sorted(p.name for p in adapter.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
+            raise ArtifactError(adapter, "adapter_model.safetensors",
+                                f"missing{' (refusing pickle-based ' + ', '.join(pickles) + ')' if pickles else ''}",
+                                "save the adapter with peft_model.save_pretrained(dir, safe_serialization=True)")
+        files += [(f"peft/{name}", adapter / name) for name in ADAPTER_FILES]
+    return files

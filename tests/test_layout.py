@@ -115,6 +115,24 @@ def test_faiss_is_imported_only_inside_the_knn_heads_functions():
     assert bad == []
 
 
+def test_peft_and_the_llm_head_are_imported_only_inside_functions():
+    """The job's hot path imports peft or the LLM head's code only when a configured head needs it: on
+    the job's side only models/causal_lm.py names peft, and only inside a function (when a sidecar
+    names an adapter); no module imports tagger.models.causal_lm at module level (loading.py reaches it
+    inside load_head, for a causal-lm head). Break: `import peft` at the top of models/causal_lm.py, or
+    `from .causal_lm import load_causal_lm` at the top of models/loading.py.
+    tests/models/test_causal_lm.py checks the same at run time on loaded heads."""
+    bad = []
+    for module, path, top in _job_modules():
+        for name in _imports(path, module):
+            if (name or "").split(".")[0] == "peft" and module != "tagger.models.causal_lm":
+                bad.append(f"{path.relative_to(REPO)} imports {name}")
+        for name in top:
+            if name and (name.split(".")[0] == "peft" or name == "causal_lm" or name.endswith(".causal_lm")):
+                bad.append(f"{path.relative_to(REPO)} imports {name} at module level")
+    assert bad == []
+
+
 def test_no_generic_top_level_names_are_imported():
     """Only the installed names: `models.x`, `udfs.x` or `jobs.x` would pick up whatever else on
     the path is so named."""
@@ -128,7 +146,7 @@ def test_the_daily_job_does_not_load_the_workbench_or_the_benchmarks(entry):
     code = (f"import sys, {entry}; print(sorted(m for m in sys.modules if m.startswith(('tagger.measure', "
             f"'tagger.training', 'tagger.demo', 'tagger.cli.model_commands', 'tagger.cli.measure_commands', "
             f"'mlflow', 'cleanlab', 'tagger.lifecycle.registry', 'tagger.lifecycle.gate', 'tagger.cli.lifecycle_commands', "
-            f"'gensim', 'faiss', 'peft', 'onnxruntime', 'sklearn', 'jieba'))))")
+            f"'gensim', 'faiss', 'peft', 'tagger.models.causal_lm', 'onnxruntime', 'sklearn', 'jieba'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 

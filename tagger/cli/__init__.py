@@ -30,6 +30,7 @@ COMMANDS = {  # name -> "module:attribute"
     "export-onnx": "tagger.cli.model_commands:export_onnx_command",
     "knn-build": "tagger.cli.model_commands:knn_build_command",
     "knn-add": "tagger.cli.model_commands:knn_add_command",
+    "llm-head": "tagger.cli.model_commands:llm_head_command",
     **{name: f"tagger.cli.measure_commands:{name}_command" for name in ["bench", "ablation"]},
     **{name: f"tagger.cli.lifecycle_commands:{name.replace('-', '_')}_command" for name in
        ["register", "promote", "rollback-model", "shadow", "triage", "sample"]},

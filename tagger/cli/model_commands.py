@@ -1,6 +1,6 @@
 """The model commands, for the people who train and tune heads: `tagger train`, `tagger split`,
 `tagger evaluate`, `tagger calibrate`, `tagger ensemble`, `tagger distill`, `tagger knn-build`,
-`tagger knn-add` and `tagger export-onnx`.
+`tagger knn-add`, `tagger export-onnx` and `tagger llm-head`.
 
 evaluate, calibrate and ensemble work on head artifacts against the team's labelled files.
 
@@ -703,3 +703,106 @@ def _check_teacher(teacher: str | None, option: str = "--teacher") -> None:
         read_spec(teacher)
     except ArtifactError as exc:
         _fail(exc, EXIT_ARTIFACT)
+
+
+@click.command("llm-head", short_help="Make an LLM head (causal LM scored by label likelihood) from a checkpoint.")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False), metavar="DIR",
+              help="A Hugging Face causal-LM directory (save_pretrained: config.json, safetensors weights, tokenizer).")
+@click.option("--peft", "peft", default=None, type=click.Path(exists=True, file_okay=False), metavar="DIR",
+              help="A PEFT LoRA adapter directory trained on that checkpoint (needs pip install 'tagger[llm]').")
+@click.option("--template", default=None, metavar="TEXT",
+              help="The prompt, with {text} where the item's text goes, e.g. 'News: {text}\\nCategory:' (\\n: a line "
+                   "break, here and in --question).")
+@click.option("--sft", "sft", default=None, type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="The team's SFT file ({\"system\", \"src\", \"tgt\"} lines): its first system text becomes the "
+                   "prompt (followed by '\\n{text}\\n' unless it holds {text}), and without --label its labels are "
+                   "the head's labels, each its own verbalizer.")
+@click.option("--chat", is_flag=True, help="Wrap the prompt in the checkpoint's chat template (a chat model fine-tuned "
+              "on SFT lines: system = the SFT system text, user = the item's text, or user = --template), the "
+              "assistant turn opened.")
+@click.option("--label", "label_args", multiple=True, metavar="LABEL[=VERBALIZER]",
+              help="A label and the text the model should say for it (default: the label name). Repeat, in order.")
+@click.option("--mode", type=click.Choice(["single", "multi"]), required=True,
+              help="single: one label per item, softmax over the labels' likelihoods; multi: a yes/no question per "
+                   "label, score P(yes) / (P(yes) + P(no)).")
+@click.option("--question", default=None, metavar="TEXT", help="multi: the question after the prompt, with {label} "
+              "(default '\\n{label}?').")
+@click.option("--yes", "yes", default=None, metavar="TEXT", help="multi: the yes answer (default ' yes').")
+@click.option("--no", "no", default=None, metavar="TEXT", help="multi: the no answer (default ' no').")
+@click.option("--length-normalize", is_flag=True, help="single: mean log-probability per verbalizer token instead "
+              "of the sum (use when verbalizers differ much in length).")
+@click.option("--max-length", default=256, show_default=True, type=click.IntRange(min=1),
+              help="The item text's token budget (the text is cut to its first N tokens).")
+@click.option("--link", is_flag=True, help="Symlink the checkpoint and adapter into --out instead of copying them "
+              "(a large checkpoint on the same machine; ship the directory with the links resolved).")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="The head directory to write.")
+@click.option("--head", default=None, help="Head name (default: the --out directory's name).")
+def llm_head_command(checkpoint, peft, template, sft, chat, label_args, mode, question, yes, no, length_normalize,
+                     max_length, link, out_dir, head):
+    """Write an LLM head: the checkpoint (and adapter) copied into --out as lm/ (and adapter/), and
+    a tagger_head.json with arch "causal-lm", the prompt, one verbalizer per label and the mode. A
+    label's score is the model's likelihood of its verbalizer after the prompt, never parsed from
+    generated text (models/causal_lm.py; docs/playbooks/causal-lm.md). Thresholds start at 0.5:
+    calibrate and evaluate it like any head, then point a head's path in the job config at it.
+
+    \b
+    Example:
+      tagger llm-head --checkpoint ckpt/qwen --peft ckpt/qwen-lora --sft train_sft.jsonl --mode single --out models/p0_llm
+      tagger calibrate --model models/p0_llm --dev dev.jsonl --precision 0.8
+      tagger evaluate --model models/p0_llm --data test.jsonl
+    """
+    if (template is None) == (sft is None):
+        _fail("give exactly one of --template TEXT or --sft FILE (the prompt).")
+    # a shell passes \n as two characters: in --template and --question it means a line break
+    template = template.replace("\\n", "\n") if template is not None else None
+    question = question.replace("\\n", "\n") if question is not None else None
+    labels, verbalizers = [], []
+    for arg in label_args:
+        name, sep, verbalizer = arg.partition("=")
+        if not name.strip() or (sep and not verbalizer.strip()):
+            _fail(f"--label {arg!r}: write LABEL or LABEL=VERBALIZER with both parts non-empty.")
+        labels.append(name)
+        verbalizers.append(verbalizer if sep else name)
+    if sft is not None:
+        examples, _ = _read(sft, "sft")
+        systems = [x for x in (examples.systems or []) if x and x.strip()]
+        if not systems:
+            _fail(f"{sft} has no \"system\" text. Fix: pass --template TEXT, or add the prompt as \"system\".")
+        system = systems[0]
+        template = system if "{text}" in system else system + "\n{text}\n"
+        if len(set(systems)) > 1:
+            click.echo(f"Note: {sft} has {len(set(systems))} different system texts; the first one is the prompt.",
+                       err=True)
+        if not labels:
+            from tagger.models.data import resolve_labels
+
+            try:
+                labels = resolve_labels(examples)
+            except DataError as exc:
+                _fail(exc)
+            verbalizers = list(labels)
+    if not labels:
+        _fail("give the labels: --label LABEL[=VERBALIZER], once per label, in output order.")
+    from tagger.models.causal_lm import chat_prompt, write_causal_lm_head
+    from tagger.models.spec import ArtifactError
+
+    if chat:
+        try:
+            template = chat_prompt(checkpoint, "{text}", system) if sft is not None else chat_prompt(checkpoint, template)
+        except ArtifactError as exc:
+            _fail(exc, EXIT_ARTIFACT)
+    extra = {}
+    if question is not None:
+        extra["question"] = question
+    if yes is not None or no is not None:
+        extra["answers"] = {"yes": " yes" if yes is None else yes, "no": " no" if no is None else no}
+    if length_normalize:
+        extra["length_normalize"] = True
+    try:
+        spec = write_causal_lm_head(out_dir, checkpoint, labels, verbalizers, template, mode, peft=peft, head=head,
+                                    max_length=max_length, link=link, extra=extra)
+    except ArtifactError as exc:
+        _fail(exc, EXIT_ARTIFACT)
+    click.echo(f"wrote {Path(out_dir) / 'tagger_head.json'}: {spec.head} (causal-lm, {mode}), {len(labels)} labels, "
+               f"prompt {spec.extra['prompt']!r}{', adapter ' + spec.extra['peft'] if 'peft' in spec.extra else ''}; "
+               f"thresholds 0.5 (run `tagger calibrate --model {out_dir} --dev DEV` to fit them)")

@@ -61,3 +61,61 @@ def build_bert_heads(cfg, out_dir: Path, texts: list[str], tag_index, max_length
         log(f"{head.name} threshold {spec.thresholds[0]:.4f}: {passing:.1%} of a {len(sample)}-text sample "
             f"passes (target {share:.0%})" + ("" if head.name == cfg.gate_head else ", each label alike"))
     return tuple(heads)
+
+
+LM_SPECIALS = ("<unk>", "<pad>", "<s>", "</s>")
+
+
+def build_char_tokenizer(texts, out_dir: Path | None = None):
+    """A character-level PreTrainedTokenizerFast (tokenizers WordLevel, one token per character of
+    `texts`, plus <unk> <pad> <s> </s>; it adds <s> in front like a Llama tokenizer), built offline.
+    Saved to `out_dir` when given. Returns the tokenizer."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    chars = sorted({ch for text in texts for ch in text})
+    vocab = {tok: i for i, tok in enumerate([*LM_SPECIALS, *chars])}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tk.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B",
+                                                      special_tokens=[("<s>", vocab["<s>"])])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
+                                        eos_token="</s>")
+    if out_dir is not None:
+        tokenizer.save_pretrained(str(out_dir))
+    return tokenizer
+
+
+def build_random_causal_lm(out_dir: Path, texts, *, layers: int = 2, hidden: int = 32, heads: int = 4,
+                           model_type: str = "llama", seed: int = 0, max_positions: int = 512,
+                           vocab_size: int | None = None):
+    """A causal LM with random weights from a small config (model_type llama or gpt2;
+    `layers` layers of width `hidden`, `heads` attention heads) and build_char_tokenizer(texts),
+    saved with save_pretrained (safetensors) to `out_dir`, for tests and the LLM-head bench (no
+    hub). `vocab_size` (at least the tokenizer's size) widens the embedding and output layer to a
+    real LLM's vocabulary, for cost figures; the extra rows are never produced by the tokenizer. Returns (model, tokenizer). Raises ValueError for another model_type (qwen2 is left out:
+    transformers 5 loads a qwen2 checkpoint's tokenizer as Qwen2Tokenizer, which does not read this
+    character vocabulary)."""
+    import torch
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+
+    tokenizer = build_char_tokenizer(texts)
+    common = dict(vocab_size=max(len(tokenizer), vocab_size or 0), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                  pad_token_id=tokenizer.pad_token_id)
+    if model_type == "llama":
+        config = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                     num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
+                     max_position_embeddings=max_positions, tie_word_embeddings=False, **common)
+    elif model_type == "gpt2":
+        config = GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_positions=max_positions, **common)
+    else:
+        raise ValueError(f"model_type must be llama or gpt2, got {model_type!r}")
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():  # larger random weights than the init's, so that scores differ visibly between labels
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(4.0)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+    return model, tokenizer
