@@ -399,56 +399,71 @@ def write_causal_lm_head(out_dir: str | os.PathLike, checkpoint: str | os.PathLi
     question / answers / length_normalize) is validated and written, and the head is loaded once
     so that a tokenizer that cannot read a verbalizer fails here, not in the job (the model itself
     is not loaded: `tagger evaluate` does that).
-    Returns the HeadSpec written. Raises ArtifactError for an invalid sidecar or unusable files
-    (nothing is left behind in out_dir in that case only for the sidecar; copied files stay)."""
+    A new (or empty) `out_dir` is built in a staging folder beside it and appears only when every
+    check passed. A non-empty `out_dir` is refused unless the checkpoint (and adapter) are already
+    inside it: then only its sidecar is re-written, after the checks; nothing else is touched.
+    Returns the HeadSpec written. Raises ArtifactError for an invalid sidecar, unusable files or a
+    non-empty `out_dir` holding other files; on any error `out_dir` is left as it was."""
     import hashlib
     import shutil
+    import tempfile
 
     from .spec import SIDECAR, causal_lm_digest, write_spec
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    given = [Path(p).resolve() for p in (checkpoint, peft) if p is not None]
+    in_place = out.is_dir() and any(out.iterdir())
+    if in_place and not all(p.is_relative_to(out.resolve()) for p in given):
+        raise ArtifactError(out, None, "is not empty: refusing to replace the files of the head already there",
+                            "write to a new directory (or delete this one first); to re-write only the sidecar "
+                            "of a head whose checkpoint is already inside it, pass --checkpoint OUT/lm (and "
+                            "--peft OUT/adapter)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    target = out if in_place else Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
 
     def place(src, name: str) -> str:
         src = Path(src).resolve()
-        try:
+        if in_place:  # inside out (checked above): referenced where it is
             return str(src.relative_to(out.resolve())) or "."
-        except ValueError:
-            pass
         if not src.is_dir():
             raise ArtifactError(src, None, "directory does not exist", f"pass the {name} directory")
-        dest = out / name
-        if dest.is_symlink() or dest.is_file():
-            dest.unlink()
-        elif dest.exists():
-            shutil.rmtree(dest)
+        dest = target / name
         if link:
             dest.symlink_to(src, target_is_directory=True)
         else:
             shutil.copytree(src, dest)
         return name
 
-    options = {"prompt": prompt, "verbalizers": list(verbalizers), "mode": mode,
-               "checkpoint": place(checkpoint, "lm"), **(extra or {})}
-    if peft is not None:
-        options["peft"] = place(peft, "adapter")
-    name = head or out.name
-    spec = HeadSpec(head=name, arch="causal-lm", labels=list(labels), thresholds=[0.5] * len(labels),
-                    enabled=[True] * len(labels), max_length=int(max_length), version="pending", extra=options)
-    spec.validate(out, SIDECAR)
-    digest = hashlib.sha256(causal_lm_digest(spec).encode()).hexdigest()[:8]
-    spec.version = f"{name}-{mode}-{digest}"
-    causal_lm_files(out, spec)  # missing or pickled files fail now, not in the job
-    from transformers import AutoTokenizer
-
-    ckpt = causal_lm_dirs(out, spec)[0]
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(ckpt), local_files_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise ArtifactError(ckpt, "tokenizer.json", f"could not load the tokenizer ({type(e).__name__}: {e})",
-                            "save the tokenizer next to the model with tokenizer.save_pretrained(dir)") from None
-    CausalLMHead(spec, None, tokenizer, "cpu", path=str(out))  # verbalizers and answers the tokenizer cannot read
-    write_spec(out, spec)
+        options = {"prompt": prompt, "verbalizers": list(verbalizers), "mode": mode,
+                   "checkpoint": place(checkpoint, "lm"), **(extra or {})}
+        if peft is not None:
+            options["peft"] = place(peft, "adapter")
+        name = head or out.name
+        spec = HeadSpec(head=name, arch="causal-lm", labels=list(labels), thresholds=[0.5] * len(labels),
+                        enabled=[True] * len(labels), max_length=int(max_length), version="pending", extra=options)
+        spec.validate(target, SIDECAR)
+        digest = hashlib.sha256(causal_lm_digest(spec).encode()).hexdigest()[:8]
+        spec.version = f"{name}-{mode}-{digest}"
+        causal_lm_files(target, spec)  # missing or pickled files fail now, not in the job
+        from transformers import AutoTokenizer
+
+        ckpt = causal_lm_dirs(target, spec)[0]
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(ckpt), local_files_only=True)
+        except Exception as e:  # noqa: BLE001
+            raise ArtifactError(ckpt, "tokenizer.json", f"could not load the tokenizer ({type(e).__name__}: {e})",
+                                "save the tokenizer next to the model with tokenizer.save_pretrained(dir)") from None
+        CausalLMHead(spec, None, tokenizer, "cpu", path=str(target))  # verbalizers and answers the tokenizer cannot read
+        write_spec(target, spec)
+        if not in_place:
+            if out.exists():
+                out.rmdir()  # empty (checked above)
+            target.rename(out)
+    except BaseException:
+        if not in_place:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
     return spec
 
 

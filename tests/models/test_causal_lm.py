@@ -34,8 +34,8 @@ VERBALIZERS = ["新车上市", "谍照曝光", "降价促销"]
 PROMPT = "文章：{text}\n类别："
 QUESTION = "\n是否{label}？"
 ANSWERS = {"yes": "是", "no": "否"}
-MAX_LENGTH = 24  # characters of text: the long text below is cut
-TEXTS = ["比亚迪新款汉EV正式上市，售价20万起", "路试谍照曝光", "", "某品牌全系降价3万元促销" * 4,
+MAX_LENGTH = 24  # characters of text: the long text below is cut (no repeats: its head differs from its tail)
+TEXTS = ["比亚迪新款汉EV正式上市，售价20万起", "路试谍照曝光", "", "某品牌全系降价3万元促销，限时优惠到月底，各地经销商库存充足，欢迎到店试驾体验新款车型",
          "Tesla Model Y 价格调整", "新车"]
 CORPUS = "".join(TEXTS) + PROMPT + QUESTION + "".join(VERBALIZERS) + "是否?"
 WRONG_VERBALIZERS = ["上市新车", "曝光谍照", "促销降价"]
@@ -377,3 +377,20 @@ def test_peft_and_the_llm_code_load_only_for_a_head_that_needs_them(heads, tmp_p
     assert loaded(tmp_path / "linear") == "[]"
     assert loaded(heads["single", False]) == "['tagger.models.causal_lm']"
     assert loaded(heads["single", True]) == "['peft', 'tagger.models.causal_lm']"
+
+
+def test_a_failed_llm_head_leaves_an_existing_head_as_it_was(lm, tmp_path):
+    """A non-empty --out holding another head is refused before anything is written, and a failed
+    build into a new --out leaves nothing. Break: drop the non-empty check (the old head's lm/ was
+    replaced before the prompt check failed)."""
+    good = _make(tmp_path / "good", lm, "single")
+    before = {p.relative_to(good): p.read_bytes() for p in good.rglob("*") if p.is_file()}
+    with pytest.raises(ArtifactError, match="is not empty"):
+        write_causal_lm_head(good, lm[0], LABELS, VERBALIZERS, "no placeholder", "single")
+    assert {p.relative_to(good): p.read_bytes() for p in good.rglob("*") if p.is_file()} == before
+    with pytest.raises(ArtifactError, match="placeholder"):
+        write_causal_lm_head(tmp_path / "new", lm[0], LABELS, VERBALIZERS, "no placeholder", "single")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good"]
+    # the checkpoint already inside: only the sidecar is re-written
+    spec = write_causal_lm_head(good, good / "lm", LABELS, VERBALIZERS, "新：{text}", "single")
+    assert read_spec(good).extra["prompt"] == "新：{text}" and spec.extra["checkpoint"] == "lm"
