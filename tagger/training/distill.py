@@ -234,6 +234,9 @@ def distill_targets(scores: np.ndarray, gold: Sequence[Sequence[str] | None], la
     return out
 
 
+MIN_UNLABELLED = 20  # unlabelled items with text, at the least, to train a student on
+
+
 def holdout_split(n: int, share: float = DEFAULT_HOLDOUT, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, held-out indices), sorted, a seeded random `share` of range(n) held out
     (at least 1 item when share > 0 and n >= 2; none when share is 0). Raises ValueError for a share
@@ -366,6 +369,11 @@ def distill(*, teacher: str, student_arch: str, out: str, unlabelled: Unlabelled
     if unlabelled is None or not len(unlabelled):
         raise DataError("the unlabelled set is empty: there is nothing for the teacher to score. "
                         "Fix: give --unlabeled FILE with {\"text\": ...} rows, or --start/--end dates with data.")
+    with_text = sum(bool(t and t.strip()) for t in unlabelled.texts)
+    if with_text < MIN_UNLABELLED:
+        raise DataError(f"only {with_text:,} of the {len(unlabelled):,} unlabelled items have text: too few to train a "
+                        f"student (at least {MIN_UNLABELLED}). Fix: give more unlabelled text (a longer --start/--end "
+                        "range, or a bigger --unlabeled file).")
     if not dev and holdout == 0:
         raise DataError("--holdout 0 without --dev leaves nothing to tune the student's thresholds on. "
                         "Fix: give --dev FILE (labelled), or a holdout share above 0 (default 0.1).")
@@ -459,6 +467,14 @@ def distill(*, teacher: str, student_arch: str, out: str, unlabelled: Unlabelled
                                objective=cal.get("objective", "recall"), data_path=dev, batch_size=batch_size)
             log(f"student calibrated on {dev} like the teacher: precision {cal['target_precision']}, confidence "
                 f"{cal.get('confidence')}, objective {cal.get('objective')}, min positives {cal.get('min_positives')}")
+        teacher_off = [lab for lab, on in zip(t_spec.labels, t_spec.enabled) if not on]
+        if teacher_off:  # a student at the teacher's path must not emit a tag the teacher never emits
+            off_spec = read_spec(out)
+            off_spec.enabled = [on and t_on for on, t_on in zip(off_spec.enabled, t_spec.enabled)]
+            off_spec.extra["disabled_reasons"] = {**(off_spec.extra.get("disabled_reasons") or {}),
+                                                  **{lab: "switched off in the teacher" for lab in teacher_off}}
+            write_spec(out, off_spec)
+            log(f"switched off in the student as in the teacher: {', '.join(teacher_off)}")
         s_head = load_head(out, device="cpu")
         s_spec = read_spec(out)
 

@@ -244,6 +244,7 @@ def test_cli_distils_and_prints_the_report(files, tmp_path):
     ("both_sources", 2, "either --unlabeled FILE or --start D --end D"),
     ("out_is_teacher", 2, "is the teacher's directory"),
     ("holdout_zero", 2, "--holdout 0 without --dev"),
+    ("no_text", 2, "too few to train a student"),
 ])
 def test_cli_input_errors_are_one_line_with_the_exit_code(files, tmp_path, case, code, says):
     args = {"--teacher": files["teacher"], "--student-arch": "linear", "--unlabeled": files["unlabelled"],
@@ -264,6 +265,8 @@ def test_cli_input_errors_are_one_line_with_the_exit_code(files, tmp_path, case,
         args["--out"] = files["teacher"]
     elif case == "holdout_zero":
         args["--holdout"] = "0"
+    elif case == "no_text":  # rows without text: the linear student's vocabulary would be empty
+        args["--unlabeled"] = _write(tmp_path / "blank.jsonl", [""] * 30 + ["新车"] * 3)
     result = CliRunner().invoke(main, ["distill", *[x for kv in args.items() for x in kv]])
     assert result.exit_code == code, result.output
     error = [line for line in result.output.splitlines() if line.startswith("Error:")]
@@ -316,3 +319,18 @@ def test_soft_targets_reach_the_loss(tmp_path, arch):
     scores = load_head(result.path).predict_proba(DEV[0])
     assert 0.45 <= float(scores[:, 0].mean()) <= 0.75, scores[:, 0].mean()
     assert result.spec.extra["trained_on"]["targets_sha256"] == soft_target_record(soft)["targets_sha256"]
+
+
+def test_a_label_the_teacher_switched_off_stays_off_in_the_student(files, tmp_path):
+    """A student put at the teacher's path must not emit a tag the teacher never emits. Break: drop the
+    teacher_off block in distill() (the student had every label on at threshold 0.5)."""
+    teacher = tmp_path / "teacher"
+    shutil.copytree(files["teacher"], teacher)
+    sidecar = json.loads((teacher / "tagger_head.json").read_text(encoding="utf-8"))
+    sidecar["enabled"][0] = False
+    (teacher / "tagger_head.json").write_text(json.dumps(sidecar, ensure_ascii=False), encoding="utf-8")
+    distill(teacher=str(teacher), student_arch="linear", out=str(tmp_path / "student"),
+            unlabelled=read_unlabelled(files["unlabelled"]), log=QUIET, speed_repeats=1)
+    spec = read_spec(tmp_path / "student")
+    assert spec.enabled[0] is False and spec.extra["disabled_reasons"][LABELS[0]] == "switched off in the teacher"
+    assert all(spec.enabled[1:])
