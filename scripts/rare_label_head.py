@@ -51,8 +51,9 @@ def main(argv=None) -> int:
     ap.add_argument("--head", default="p0", help="the multi-label head (default p0)")
     ap.add_argument("--label", help="the label to thin (default: the one with the fewest training positives)")
     ap.add_argument("--keep", default="48,24,12,6,3", help="training positives to keep, tried largest first (default 48,24,12,6,3)")
-    ap.add_argument("--binary-arch", default="textcnn", choices=("textcnn", "linear", "bert"))
-    ap.add_argument("--binary-epochs", type=int, default=3)
+    ap.add_argument("--binary-arch", default="textcnn", choices=("textcnn", "linear", "bert"),
+                    help="the rare label's own head (default textcnn)")
+    ap.add_argument("--binary-epochs", type=int, default=3, help="its training epochs (default 3; not for linear)")
     ap.add_argument("--out", help="output folder (default $TAGGER_HOME/experiments/rare_label)")
     args = ap.parse_args(argv)
     if not args.home:

@@ -374,6 +374,9 @@ def _options(t: _Reader, skip: tuple[str, ...], conf_dir: Path, arch: str) -> di
             t.fail(key, f"does not apply to arch: {arch}",
                    "Remove it (linear takes c / min_df / max_features; textcnn and bert take epochs / lr / ...; "
                    f"knn takes {' / '.join(KNN_OPTIONS)}).")
+    if "pos_weight" in options and options["pos_weight"] not in ("auto", "none"):
+        t.fail("pos_weight", f"must be 'auto' or 'none', got {options['pos_weight']!r}",
+               "auto: each label's positives weigh negatives/positives (rare labels); none: every example weighs 1.")
     if "tokenizer" in options:
         if options["tokenizer"] not in TOKENIZERS:
             t.fail("tokenizer", f"must be one of {', '.join(TOKENIZERS)}, got {options['tokenizer']!r}")

@@ -717,6 +717,8 @@ def _check_teacher(teacher: str | None, option: str = "--teacher") -> None:
               help="The team's SFT file ({\"system\", \"src\", \"tgt\"} lines): its first system text becomes the "
                    "prompt (followed by '\\n{text}\\n' unless it holds {text}), and without --label its labels are "
                    "the head's labels, each its own verbalizer.")
+@click.option("--label-sep", default=",", show_default=True, metavar="SEP",
+              help="--sft: the separator between labels in a \"tgt\" string (\"新车解析|新车上市\" with --label-sep '|').")
 @click.option("--chat", is_flag=True, help="Wrap the prompt in the checkpoint's chat template (a chat model fine-tuned "
               "on SFT lines: system = the SFT system text, user = the item's text, or user = --template), the "
               "assistant turn opened.")
@@ -737,7 +739,7 @@ def _check_teacher(teacher: str | None, option: str = "--teacher") -> None:
               "(a large checkpoint on the same machine; ship the directory with the links resolved).")
 @click.option("--out", "out_dir", required=True, metavar="DIR", help="The head directory to write.")
 @click.option("--head", default=None, help="Head name (default: the --out directory's name).")
-def llm_head_command(checkpoint, peft, template, sft, chat, label_args, mode, question, yes, no, length_normalize,
+def llm_head_command(checkpoint, peft, template, sft, label_sep, chat, label_args, mode, question, yes, no, length_normalize,
                      max_length, link, out_dir, head):
     """Write an LLM head: the checkpoint (and adapter) copied into --out as lm/ (and adapter/), and
     a tagger_head.json with arch "causal-lm", the prompt, one verbalizer per label and the mode. A
@@ -764,7 +766,7 @@ def llm_head_command(checkpoint, peft, template, sft, chat, label_args, mode, qu
         labels.append(name)
         verbalizers.append(verbalizer if sep else name)
     if sft is not None:
-        examples, _ = _read(sft, "sft")
+        examples, _ = _read(sft, "sft", label_sep=label_sep)
         systems = [x for x in (examples.systems or []) if x and x.strip()]
         if not systems:
             _fail(f"{sft} has no \"system\" text. Fix: pass --template TEXT, or add the prompt as \"system\".")
@@ -781,6 +783,9 @@ def llm_head_command(checkpoint, peft, template, sft, chat, label_args, mode, qu
             except DataError as exc:
                 _fail(exc)
             verbalizers = list(labels)
+        if mode == "single" and any(len(labs) > 1 for labs in examples.labels):
+            click.echo(f"Note: {sft} has items with more than one label; --mode single scores labels as exclusive "
+                       "(a softmax). For independent labels use --mode multi.", err=True)
     if not labels:
         _fail("give the labels: --label LABEL[=VERBALIZER], once per label, in output order.")
     from tagger.models.causal_lm import chat_prompt, write_causal_lm_head

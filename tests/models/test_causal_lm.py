@@ -394,3 +394,15 @@ def test_a_failed_llm_head_leaves_an_existing_head_as_it_was(lm, tmp_path):
     # the checkpoint already inside: only the sidecar is re-written
     spec = write_causal_lm_head(good, good / "lm", LABELS, VERBALIZERS, "新：{text}", "single")
     assert read_spec(good).extra["prompt"] == "新：{text}" and spec.extra["checkpoint"] == "lm"
+
+
+def test_llm_head_reads_sft_labels_joined_by_label_sep(lm, tmp_path):
+    """`tgt` strings of labels joined by '|' are split with --label-sep (without it, "a|b" would be a
+    label of its own). Break: drop label_sep from the command's _read call."""
+    sft = _jsonl(tmp_path / "sft.jsonl", [
+        {"system": "判断文章类别", "src": TEXTS[i % len(TEXTS)], "tgt": f"{LABELS[i % 3]}|{LABELS[(i + 1) % 3]}"}
+        for i in range(6)])
+    res = CliRunner().invoke(cli, ["llm-head", "--checkpoint", str(lm[0]), "--sft", str(sft), "--label-sep", "|",
+                                   "--mode", "multi", "--out", str(tmp_path / "h")])
+    assert res.exit_code == 0, res.output
+    assert sorted(read_spec(tmp_path / "h").labels) == sorted(LABELS)

@@ -382,3 +382,24 @@ def test_a_configured_head_can_be_built_as_knn_by_tagger_train(encoders, tmp_pat
                        ({"arch": "textcnn", "labels": "children", "k": 5}, "k")]:
         with pytest.raises(ConfigError, match=rf"key 'heads\[1\]\.train\.{key}'"):
             load_config(write_config(tmp_path, name="bad.yaml", edit=with_train(train)))
+
+
+def test_knn_scores_by_hand_negative_neighbours_count_nothing():
+    """Three unit bank rows in 2-d and k = 3, worked by hand: a neighbour pointing away (cosine < 0)
+    weighs 0, the others weigh their cosine; when every weight is 0 the score is 0. Breaks: |cosine|
+    as the weight, or 0.5 instead of 0 for an item with no positive weight."""
+    from tagger.models.knn import knn_scores
+
+    bank = np.array([[1.0, 0.0], [0.6, 0.8], [-1.0, 0.0]], dtype=np.float32)
+    labels = np.array([[1, 0], [0, 1], [1, 1]], dtype=np.uint8)
+    q = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    got = knn_scores(q, bank, labels, k=3)
+    # item 0: weights 1, 0.6, 0 -> label 0: 1/1.6, label 1: 0.6/1.6
+    np.testing.assert_allclose(got[0], [1 / 1.6, 0.6 / 1.6], atol=1e-6)
+    # item 1: weights 0 (cos -1), 0 (cos -0.6), 1 -> the third row alone
+    np.testing.assert_allclose(got[1], [1.0, 1.0], atol=1e-6)
+    # item 2: weights 0 (cos 0), 0.8, 0 (cos 0) -> the second row alone
+    np.testing.assert_allclose(got[2], [0.0, 1.0], atol=1e-6)
+    # no neighbour with a positive cosine: 0, not a guess
+    only_away = knn_scores(np.array([[0.0, -1.0]], dtype=np.float32), bank[[0, 2]], labels[[0, 2]], k=2)
+    np.testing.assert_allclose(only_away, [[0.0, 0.0]], atol=1e-6)

@@ -37,6 +37,7 @@ def test_default_config_is_valid():
     (lambda r: r["heads"][0]["train"].update(threads=0), "heads[0].train.threads"),
     (lambda r: r["heads"][2]["train"].update(epochs=0), "heads[2].train.epochs"),
     (lambda r: r["heads"][0]["train"].update(tokenizer="bpe"), "heads[0].train.tokenizer"),
+    (lambda r: r["heads"][0]["train"].update(pos_weight="foo"), "heads[0].train.pos_weight"),
     (lambda r: r["heads"][1]["train"].update(tokenizer="word"), "heads[1].train.tokenizer"),
     (lambda r: r["heads"][0]["train"].update(tokenizer="word", dictionary="no_such_file.txt"),
      "heads[0].train.dictionary"),
