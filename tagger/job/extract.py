@@ -84,3 +84,15 @@ def extract(spark: SparkSession, cfg: Config, run_date: str) -> Sources:
         ocr=run_sql(spark, "extract_ocr", ocr_table=t.ocr, **window),
         tag_dim=run_sql(spark, "extract_tag_dim", tag_dim_table=t.tag_dim, run_date=run_date),
     )
+
+
+def pool_items(spark: SparkSession, cfg: Config, run_date: str) -> DataFrame:
+    """The date's normalized items as the job tags them (check_inputs, extract, then
+    tagger.job.normalize's items: itemid, doc_text, ...), lazy, for commands that read the pool's
+    text without tagging it (`tagger embeddings`, `tagger distill --start/--end`). Raises
+    MissingInputError when an input is missing: a missing day is never read as empty."""
+    from tagger.job.normalize import normalize
+
+    check_inputs(spark, cfg, run_date)
+    sources = extract(spark, cfg, run_date)
+    return normalize(sources.pool, sources.asr, sources.ocr, cfg.text).items

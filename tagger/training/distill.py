@@ -190,15 +190,10 @@ def pool_scores(spark, cfg, dates: Sequence[str], teacher_dir: str, batch_size: 
     for a date whose inputs are missing, DataError when the range has no item with text."""
     from functools import reduce
 
-    from tagger.job.extract import check_inputs, extract
-    from tagger.job.normalize import normalize
+    from tagger.job.extract import pool_items
     from tagger.models.spec import artifact_version
 
-    frames = []
-    for date in dates:
-        check_inputs(spark, cfg, date)
-        sources = extract(spark, cfg, date)
-        frames.append(normalize(sources.pool, sources.asr, sources.ocr, cfg.text).items.select("itemid", "doc_text"))
+    frames = [pool_items(spark, cfg, date).select("itemid", "doc_text") for date in dates]
     items = reduce(lambda a, b: a.unionByName(b), frames)
     started = time.perf_counter()
     fn = score_partitions(str(Path(teacher_dir).resolve()), artifact_version(teacher_dir), batch_size, threads,

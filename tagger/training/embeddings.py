@@ -19,14 +19,11 @@ def pool_texts(spark, cfg, dates: Sequence[str], log: Callable = print) -> list[
     """The doc_text of every item the team's filter selects on `dates` (the job's extract and
     normalize), empty texts left out. Raises MissingInputError (tagger.job.extract.check_inputs) for a
     date whose pool partition or a source table is missing: a missing day is never read as empty."""
-    from tagger.job.extract import check_inputs, extract
-    from tagger.job.normalize import normalize
+    from tagger.job.extract import pool_items
 
     texts: list[str] = []
     for date in dates:
-        check_inputs(spark, cfg, date)
-        sources = extract(spark, cfg, date)
-        items = normalize(sources.pool, sources.asr, sources.ocr, cfg.text).items
+        items = pool_items(spark, cfg, date)
         day = [t for t in items.select("doc_text").toPandas()["doc_text"].tolist() if isinstance(t, str) and t]
         log(f"{date}: {len(day):,} texts")
         texts.extend(day)
