@@ -94,8 +94,6 @@ class Encoder:
         """The encoder in `directory` of `kind` ("hf" or "head"); `max_length` caps tokens (hf) or
         chars (head) per text (None: the head's own, or 128 for hf capped by the checkpoint's
         positions). Raises ArtifactError when the directory cannot be loaded."""
-        import torch
-
         d = Path(directory)
         if kind == "head":
             from .loading import load_head
@@ -109,9 +107,10 @@ class Encoder:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
+        from .loading import _default_device
         from .spec import _position_cap
 
-        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dev = _default_device(device)
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # a classification head's unused classifier weights are expected
         hf_logging.disable_progress_bar()
@@ -133,6 +132,7 @@ class Encoder:
         """(len(texts), d) float32 unit rows (zero rows stay zero), in input order."""
         import torch
 
+        from .loading import padded_batches
         from .tokenization import encode_with_tokenizer
 
         texts = normalize_texts(texts)
@@ -143,14 +143,10 @@ class Encoder:
         n = len(texts)
         out = None
         rows = np.argsort(-lengths, kind="stable")
+        min_width = self.model.min_width if self.kind == "head" else 1
         with torch.inference_mode():
-            for start in range(0, n, batch_size):
-                idx = rows[start:start + batch_size]
-                width = max(int(lengths[idx].max()), 1)
-                if self.kind == "head":
-                    width = max(width, self.model.min_width)
-                x = torch.from_numpy(np.ascontiguousarray(ids[idx, :width])).to(self.device, torch.long)
-                lens = torch.from_numpy(lengths[idx]).to(self.device)
+            for idx, x, lens in padded_batches(ids, lengths, rows, batch_size, self.device, min_width):
+                width = x.shape[1]
                 if self.kind == "head":
                     z = self.model.features(x, lens)
                 else:

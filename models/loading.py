@@ -31,6 +31,18 @@ def _default_device(device) -> torch.device:
     return torch.device(device)
 
 
+def padded_batches(ids: np.ndarray, lengths: np.ndarray, rows: np.ndarray, batch_size: int, device,
+                   min_width: int = 1, full_width: bool = False):
+    """Mini-batches of a padded (n, W) id array in the order of `rows` (e.g. longest first): yields
+    (idx (b,) row numbers, x (b, w) long tensor on `device`, lens (b,) tensor), each batch cut to
+    its own longest row (at least `min_width`), or kept at W with `full_width`."""
+    for start in range(0, len(rows), batch_size):
+        idx = rows[start:start + batch_size]
+        width = ids.shape[1] if full_width else max(int(lengths[idx].max()), min_width)
+        x = torch.from_numpy(np.ascontiguousarray(ids[idx, :width])).to(device, torch.long)
+        yield idx, x, torch.from_numpy(lengths[idx]).to(device)
+
+
 class LoadedHead(HeadDecisions):
     """A head ready for batched inference. Build with `load_head` (or get the in-memory one
     from `tagger.models.training.train_head(...).head`)."""
@@ -162,11 +174,8 @@ class LoadedHead(HeadDecisions):
                     # whole-vocab gather tables pay off once the call has more tokens than the
                     # vocab; small calls build per-batch tables from the ids they contain
                     tables = self.model.precompute_tables()
-                for start in range(0, n, batch_size):
-                    idx = rows[start:start + batch_size]
-                    width = ids.shape[1] if padding == "max" else max(int(lengths[idx].max()), min_width)
-                    x = torch.from_numpy(np.ascontiguousarray(ids[idx, :width])).to(self.device, torch.long)
-                    lens = torch.from_numpy(lengths[idx]).to(self.device)
+                for idx, x, lens in padded_batches(ids, lengths, rows, batch_size, self.device, min_width,
+                                                   full_width=padding == "max"):
                     proba = self._to_proba(self._logits(x, lens, tables))
                     out[idx] = proba.detach().cpu().numpy()
                     if progress is not None:
