@@ -77,58 +77,30 @@ def _job_modules():
                                  if isinstance(n, (ast.Import, ast.ImportFrom)) for a in getattr(n, "names", [])}
 
 
-def test_onnxruntime_is_imported_only_inside_the_onnx_backends_functions():
-    """The job's hot path imports onnxruntime only when a head's sidecar asks for it: on the job's
-    side (tagger.udfs, tagger.models, tagger.job, tagger.ops) only models/onnx_runtime.py names it,
-    and only inside functions (loading.py reaches that module inside its loaders, when the runtime
-    is onnx). Break: `import onnxruntime` at the top of models/loading.py or udfs/tagging.py.
-    tests/models/test_onnx_runtime.py checks the same at run time on a loaded head."""
+@pytest.mark.parametrize("libraries, owner", [
+    (("onnxruntime", "onnx"), "tagger.models.onnx_runtime"),
+    (("faiss",), "tagger.models.knn"),
+    (("peft",), "tagger.models.causal_lm"),
+], ids=["onnxruntime", "faiss", "peft"])
+def test_optional_libraries_are_imported_only_inside_their_owners_functions(libraries, owner):
+    """The job's hot path imports an optional extra's library only when a head needs it: on the job's
+    side (tagger.udfs, tagger.models, tagger.job, tagger.ops) only the owner module names the library
+    (onnxruntime: a sidecar's "runtime": "onnx"; faiss: a knn head; peft: a causal-lm head's adapter),
+    only inside functions, and no module imports the owner at module level (models/loading.py reaches
+    it inside load_head). Breaks: `import onnxruntime` at the top of models/loading.py or
+    udfs/tagging.py; `import faiss` at the top of models/knn.py or `from .knn import load_knn` at the
+    top of models/loading.py; `import peft` at the top of models/causal_lm.py or `from .causal_lm
+    import load_causal_lm` at the top of models/loading.py. tests/models/test_onnx_runtime.py,
+    test_knn.py and test_causal_lm.py check the same at run time on loaded heads."""
+    short = owner.rsplit(".", 1)[1]
     bad = []
     for module, path, top in _job_modules():
         for name in _imports(path, module):
-            root = (name or "").split(".")[0]
-            if root in ("onnxruntime", "onnx") and module != "tagger.models.onnx_runtime":
+            if (name or "").split(".")[0] in libraries and module != owner:
                 bad.append(f"{path.relative_to(REPO)} imports {name}")
         for name in top:
-            if name and (name.split(".")[0] in ("onnxruntime", "onnx") or name == "tagger.models.onnx_runtime"):
-                bad.append(f"{path.relative_to(REPO)} imports {name} at module level")
-            elif name == "onnx_runtime" or (name or "").endswith(".onnx_runtime"):
-                bad.append(f"{path.relative_to(REPO)} imports {name} at module level")
-    assert bad == []
-
-
-def test_faiss_is_imported_only_inside_the_knn_heads_functions():
-    """The job's hot path imports faiss only when a configured head is knn: on the job's side only
-    models/knn.py names it, only inside functions, and models/knn.py itself is reached only inside
-    functions (load_head's knn branch). Break: `import faiss` at the top of models/knn.py, or `from
-    .knn import load_knn` at the top of models/loading.py. tests/models/test_knn.py checks the same at
-    run time: a textcnn head loads and scores without faiss in sys.modules."""
-    bad = []
-    for module, path, top in _job_modules():
-        for name in _imports(path, module):
-            if (name or "").split(".")[0] == "faiss" and module != "tagger.models.knn":
-                bad.append(f"{path.relative_to(REPO)} imports {name}")
-        for name in top:
-            if name and (name.split(".")[0] == "faiss" or name == "tagger.models.knn"
-                         or (name == "knn" or name.endswith(".knn")) and module != "tagger.models.knn"):
-                bad.append(f"{path.relative_to(REPO)} imports {name} at module level")
-    assert bad == []
-
-
-def test_peft_and_the_llm_head_are_imported_only_inside_functions():
-    """The job's hot path imports peft or the LLM head's code only when a configured head needs it: on
-    the job's side only models/causal_lm.py names peft, and only inside a function (when a sidecar
-    names an adapter); no module imports tagger.models.causal_lm at module level (loading.py reaches it
-    inside load_head, for a causal-lm head). Break: `import peft` at the top of models/causal_lm.py, or
-    `from .causal_lm import load_causal_lm` at the top of models/loading.py.
-    tests/models/test_causal_lm.py checks the same at run time on loaded heads."""
-    bad = []
-    for module, path, top in _job_modules():
-        for name in _imports(path, module):
-            if (name or "").split(".")[0] == "peft" and module != "tagger.models.causal_lm":
-                bad.append(f"{path.relative_to(REPO)} imports {name}")
-        for name in top:
-            if name and (name.split(".")[0] == "peft" or name == "causal_lm" or name.endswith(".causal_lm")):
+            if name and (name.split(".")[0] in libraries or name == owner
+                         or (name == short or name.endswith("." + short)) and module != owner):
                 bad.append(f"{path.relative_to(REPO)} imports {name} at module level")
     assert bad == []
 
