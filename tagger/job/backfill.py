@@ -4,8 +4,9 @@ Python workers, the tag stage's scheduling) are paid once per pass, not once per
 For each date: prepare it (check its inputs, spec, run id, input digest), and skip it when the
 version published for it came from the same run id and the same inputs (`published_with`), unless
 forced. The due dates are grouped into passes: dates that share a tagging spec (the same tag
-snapshot) and, with `max_items_per_pass`, at most that many pool rows together. In a pass every
-date is normalized by the same code as `tagger run`, the items of all dates are tagged in one
+snapshot) and, with `max_items_per_pass`, at most that many pool rows together. In a pass the
+sources of all dates (each row carrying its date) are normalized in one plan by the same code as
+`tagger run` (tagger.job.normalize with keys=(run_date,)), the items of all dates are tagged in one
 mapInPandas (the date rides along as a column), and then each date is checked, staged, audited and
 published on its own (tagger/job/pipeline.py, finish). A date that fails does not stop the others:
 the result lists every failure. Each pass holds the run locks of all its dates.
@@ -22,7 +23,7 @@ from pyspark.sql import functions as F
 
 from tagger.config import Config
 from tagger.job.audit import AuditRefused
-from tagger.job.pipeline import PreparedDate, finish, prepare, record_run
+from tagger.job.pipeline import PreparedDate, finish, normalize_persisted, prepare, record_run
 from tagger.job.publish import published_with
 from tagger.job.summary import RunSummary
 from tagger.job.tag import tag_items
@@ -117,11 +118,15 @@ def _run_pass(spark: SparkSession, cfg: Config, days: list[PreparedDate], result
         if not held:
             return
         stages.start("extract_normalize")
-        per_day = {day.run_date: day.normalized(cfg) for day in held}
-        items = _union([n.items.withColumn(RUN_DATE, F.lit(d)) for d, n in per_day.items()])
+        # One plan for the whole pass: each date's sources carry its run_date, and normalize keys its
+        # dedupe, speech windows and joins on it, so dates never mix and the stages (and their tasks)
+        # do not multiply with the number of dates.
+        norm = normalize_persisted(*(_union([getattr(day.sources, name).withColumn(RUN_DATE, F.lit(day.run_date))
+                                             for day in held]) for name in ("pool", "asr", "ocr")),
+                                   cfg, keys=(RUN_DATE,))
+        items = norm.items
         selected = _union([day.selected_items().withColumn(RUN_DATE, F.lit(day.run_date)) for day in held])
-        counts = _counts_by_date(items, _union([n.quarantine.withColumn(RUN_DATE, F.lit(d)) for d, n in per_day.items()]),
-                                 selected)
+        counts = _counts_by_date(items, norm.quarantine, selected)
         stages.start("tag")
         tagged, loads = tag_items(spark, cfg, items, held[0].spec, held[0].run_id, carry=(RUN_DATE,))
         tagged_rows = {r[RUN_DATE]: r["n"] for r in tagged.groupBy(RUN_DATE).agg(F.count("*").alias("n")).collect()}
@@ -139,20 +144,20 @@ def _run_pass(spark: SparkSession, cfg: Config, days: list[PreparedDate], result
                               .withColumn("run_id", F.lit(day.run_id)).persist(StorageLevel.MEMORY_AND_DISK))
                 day_counts = {**counts.get(d, dict(selected=0, items=0, quarantine=0, dropped=0)),
                               "tagged": tagged_rows.get(d, 0)}
-                summary = finish(spark, cfg, day, day_tagged, per_day[d].quarantine, day_counts, loads, day_stages)
+                day_quarantine = norm.quarantine.filter(F.col(RUN_DATE) == d).drop(RUN_DATE)
+                summary = finish(spark, cfg, day, day_tagged, day_quarantine, day_counts, loads, day_stages)
                 summary.stage_seconds = {**{f"pass_{k}": round(v, 2) for k, v in shared.items()},
                                          **summary.stage_seconds}
                 summary.stage_seconds["total"] = round(time.perf_counter() - day_t0 + sum(shared.values()), 2)
-                yield record_run(spark, cfg, summary, day, [day_tagged, *per_day[d].frames])
+                yield record_run(spark, cfg, summary, day, [day_tagged])
             except Exception as exc:
                 result.failed[d] = exc
-                for df in per_day[d].frames:  # record_run drops them for a date that got that far
-                    df.unpersist()
                 if isinstance(exc, AuditRefused):
                     log(f"[{d}] REFUSED by the audits: version {exc.version} stays staged")
                 else:
                     log(f"[{d}] FAILED: {exc}")
-        tagged.unpersist()
+        for df in (tagged, *norm.frames):
+            df.unpersist()
         log(f"[pass {days[0].run_date}..{days[-1].run_date}] done in {format_seconds(time.perf_counter() - t0)}")
 
 

@@ -40,9 +40,10 @@ class Normalized:
         return (self.items, self.quarantine, *self.cached)
 
 
-def _quarantine(df: DataFrame, itemid: Column, source: str, scope: str, reason: Column, raw: Column) -> DataFrame:
+def _quarantine(df: DataFrame, itemid: Column, source: str, scope: str, reason: Column, raw: Column,
+                keys: Sequence[str] = ()) -> DataFrame:
     return df.select(itemid.alias("itemid"), F.lit(source).alias("source"), F.lit(scope).alias("scope"),
-                     reason.alias("reason"), F.substring(raw, 1, EXCERPT_CHARS).alias("raw_excerpt"))
+                     reason.alias("reason"), F.substring(raw, 1, EXCERPT_CHARS).alias("raw_excerpt"), *keys)
 
 
 def _row_as_text(*cols: str) -> Column:
@@ -65,28 +66,31 @@ def speech_parser(paths: Sequence[str] | None, fields: Sequence[str]):
     return parse
 
 
-def dedupe_pool(pool: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """One row per itemid. Exact duplicate rows are merged (the team's SELECT DISTINCT); among
-    rows of one itemid that differ, the latest create_time wins and the others are quarantined.
+def dedupe_pool(pool: DataFrame, keys: Sequence[str] = ()) -> tuple[DataFrame, DataFrame]:
+    """One row per itemid (per itemid and `keys`). Exact duplicate rows are merged (the team's SELECT
+    DISTINCT); among rows of one itemid that differ, the latest create_time wins and the others are
+    quarantined.
 
-    `pool`: the extracted pool (itemid, title, summary, dtype, create_time and any other columns).
-    Returns (kept: the same columns, one row per non-blank itemid; quarantine: QUARANTINE_COLUMNS,
+    `pool`: the extracted pool (itemid, title, summary, dtype, create_time, any other columns and the
+    `keys` columns: a backfill pass's run_date, so that dates never mix). Returns (kept: the same
+    columns, one row per non-blank itemid and keys; quarantine: QUARANTINE_COLUMNS and `keys`,
     source 'pool': NULL/blank itemids with scope 'item', losing duplicates with scope 'row')."""
     blank = F.col("itemid").isNull() | (F.trim("itemid") == "")
     raw = _row_as_text("itemid", "title", "summary", "dtype", "create_time")
     bad_ids = _quarantine(pool.filter(blank), F.col("itemid"), "pool", "item",
-                          F.when(F.col("itemid").isNull(), "null_itemid").otherwise("blank_itemid"), raw)
-    rank = Window.partitionBy("itemid").orderBy(F.col("create_time").desc_nulls_last(), "title", "summary", "dtype")
+                          F.when(F.col("itemid").isNull(), "null_itemid").otherwise("blank_itemid"), raw, keys)
+    rank = Window.partitionBy("itemid", *keys).orderBy(F.col("create_time").desc_nulls_last(), "title", "summary", "dtype")
     ranked = pool.filter(~blank).distinct().withColumn("_rank", F.row_number().over(rank))
     kept = ranked.filter("_rank = 1").drop("_rank")
     conflicts = _quarantine(ranked.filter("_rank > 1"), F.col("itemid"), "pool", "row",
                             F.lit("duplicate_itemid_conflict: another row of this itemid with a later "
-                                  "create_time was used"), raw)
+                                  "create_time was used"), raw, keys)
     return kept, bad_ids.unionByName(conflicts)
 
 
 def latest_speech(rows: DataFrame, videos: DataFrame, source: str, fields: Sequence[str],
-                  paths: Sequence[str] | None = None, persist=None) -> tuple[DataFrame, DataFrame]:
+                  paths: Sequence[str] | None = None, persist=None,
+                  keys: Sequence[str] = ()) -> tuple[DataFrame, DataFrame]:
     """Parse ASR/OCR rows of the run's videos; keep the latest usable row per video.
 
     `rows`: id, video_id, raw, dt. `videos`: the run's video itemids (column itemid). `source`:
@@ -95,19 +99,20 @@ def latest_speech(rows: DataFrame, videos: DataFrame, source: str, fields: Seque
     then id winning; bad: QUARANTINE_COLUMNS rows, scope 'row', reason '<source>_<parse error>').
     Rows of videos outside this run are ignored here: they are another day's concern. `persist`,
     when given, is called on the parsed rows (both results read them: without it each parses every
-    payload again).
+    payload again). `keys`: columns both `rows` and `videos` carry and the results keep (a backfill
+    pass's run_date: a row matches the videos of its own date only).
     """
     parse = speech_parser(paths, fields)
-    mine = rows.join(videos.select(F.col("itemid").alias("video_id")), "video_id", "left_semi")
+    mine = rows.join(videos.select(F.col("itemid").alias("video_id"), *keys), ["video_id", *keys], "left_semi")
     parsed = mine.withColumn("_p", parse("raw"))
     if persist is not None:
         parsed = persist(parsed)
     bad = _quarantine(parsed.filter(F.col("_p.error").isNotNull()), F.col("video_id"), source, "row",
-                      F.concat(F.lit(f"{source}_"), F.col("_p.error")), F.col("raw"))
+                      F.concat(F.lit(f"{source}_"), F.col("_p.error")), F.col("raw"), keys)
     usable = parsed.filter(F.col("_p.error").isNull() & F.col("_p.text").isNotNull())
-    newest = Window.partitionBy("video_id").orderBy(F.col("dt").desc(), F.col("id").desc_nulls_last(), "raw")
+    newest = Window.partitionBy("video_id", *keys).orderBy(F.col("dt").desc(), F.col("id").desc_nulls_last(), "raw")
     latest = (usable.withColumn("_rank", F.row_number().over(newest)).filter("_rank = 1")
-              .select("video_id", F.col("_p.text").alias(f"{source}_text")))
+              .select("video_id", *keys, F.col("_p.text").alias(f"{source}_text")))
     return latest, bad
 
 
@@ -129,7 +134,8 @@ def build_doc_text(title: Column, summary: Column, ocr: Column, asr: Column, tex
     return doc_text(title, summary, ocr, asr)
 
 
-def normalize(pool: DataFrame, asr: DataFrame, ocr: DataFrame, text: TextConf, cache: bool = False) -> Normalized:
+def normalize(pool: DataFrame, asr: DataFrame, ocr: DataFrame, text: TextConf, cache: bool = False,
+              keys: Sequence[str] = ()) -> Normalized:
     """The run's items ready to tag, and every source row that could not be used (lazy, pure).
 
     pool: a DataFrame with itemid, title, summary, dtype, create_time (as extract returns it);
@@ -143,7 +149,12 @@ def normalize(pool: DataFrame, asr: DataFrame, ocr: DataFrame, text: TextConf, c
     `cache=True` (what the job uses: it computes both results) persists, memory and disk, the parsed
     speech rows and the joined items with their doc_text, which items and quarantine both read:
     without it, computing both parses every ASR/OCR payload and builds every doc_text twice. They
-    are listed in Normalized.cached for the caller to unpersist."""
+    are listed in Normalized.cached for the caller to unpersist.
+
+    `keys`: columns that pool, asr and ocr all carry and that both results keep, normalizing several
+    runs in one plan without mixing them (a backfill pass: run_date, each date's pool and speech
+    window tagged with it). Items are then one row per itemid and keys, speech joins within its
+    keys; with keys=() (a daily run) the results are exactly the columns above."""
     cached: list[DataFrame] = []
 
     def persist(df: DataFrame) -> DataFrame:
@@ -153,13 +164,14 @@ def normalize(pool: DataFrame, asr: DataFrame, ocr: DataFrame, text: TextConf, c
         return df
 
     keep = persist if cache else None
-    items, pool_bad = dedupe_pool(pool)
-    videos = items.filter(F.col("dtype") == VIDEO_DTYPE).select("itemid")
-    asr_text, asr_bad = latest_speech(asr, videos, "asr", text.speech_text_fields, text.paths("asr"), keep)
-    ocr_text, ocr_bad = latest_speech(ocr, videos, "ocr", text.speech_text_fields, text.paths("ocr"), keep)
+    keys = tuple(keys)
+    items, pool_bad = dedupe_pool(pool, keys)
+    videos = items.filter(F.col("dtype") == VIDEO_DTYPE).select("itemid", *keys)
+    asr_text, asr_bad = latest_speech(asr, videos, "asr", text.speech_text_fields, text.paths("asr"), keep, keys)
+    ocr_text, ocr_bad = latest_speech(ocr, videos, "ocr", text.speech_text_fields, text.paths("ocr"), keep, keys)
     joined = (items
-              .join(asr_text.withColumnRenamed("video_id", "itemid"), "itemid", "left")
-              .join(ocr_text.withColumnRenamed("video_id", "itemid"), "itemid", "left")
+              .join(asr_text.withColumnRenamed("video_id", "itemid"), ["itemid", *keys], "left")
+              .join(ocr_text.withColumnRenamed("video_id", "itemid"), ["itemid", *keys], "left")
               .withColumn("doc_text", build_doc_text(F.col("title"), F.col("summary"), F.col("ocr_text"),
                                                      F.col("asr_text"), text))
               .withColumn("has_asr", F.col("asr_text").isNotNull())
@@ -170,10 +182,10 @@ def normalize(pool: DataFrame, asr: DataFrame, ocr: DataFrame, text: TextConf, c
     # row: it is tagged like any selected item, and flagged here for the source's owners.
     odd_time = _quarantine(items.filter(~F.col("create_time").rlike(CREATE_TIME)), F.col("itemid"), "pool", "row",
                            F.lit("malformed_create_time: not yyyy-MM-dd HH:mm:ss; the item was tagged"),
-                           _row_as_text("itemid", "create_time"))
+                           _row_as_text("itemid", "create_time"), keys)
     empty = _quarantine(joined.filter(F.col("doc_text") == ""), F.col("itemid"), "pool", "item",
                         F.lit("empty_text: title, summary, ASR and OCR are all empty"),
-                        _row_as_text("itemid", "title", "summary", "dtype", "create_time"))
-    usable = joined.filter(F.col("doc_text") != "").select(*ITEM_COLUMNS)
+                        _row_as_text("itemid", "title", "summary", "dtype", "create_time"), keys)
+    usable = joined.filter(F.col("doc_text") != "").select(*ITEM_COLUMNS, *keys)
     quarantine = pool_bad.unionByName(odd_time).unionByName(asr_bad).unionByName(ocr_bad).unionByName(empty)
     return Normalized(items=usable, quarantine=quarantine, cached=tuple(cached))

@@ -73,16 +73,21 @@ class PreparedDate:
     started_at: str
 
     def normalized(self, cfg: Config) -> Normalized:
-        """tagger.job.normalize.normalize's items and quarantine, persisted (memory and disk), with the
-        intermediates they share persisted too (cache=True: payloads parsed once); unpersist
-        `.frames` when done."""
-        norm = normalize(self.sources.pool, self.sources.asr, self.sources.ocr, cfg.text, cache=True)
-        return Normalized(norm.items.persist(StorageLevel.MEMORY_AND_DISK),
-                          norm.quarantine.persist(StorageLevel.MEMORY_AND_DISK), norm.cached)
+        """normalize_persisted over this date's sources."""
+        return normalize_persisted(self.sources.pool, self.sources.asr, self.sources.ocr, cfg, keys=())
 
     def selected_items(self) -> DataFrame:
         """The distinct non-null item ids the team's filter selected (one column, itemid)."""
         return self.sources.pool.filter(F.col("itemid").isNotNull()).select("itemid").distinct()
+
+
+def normalize_persisted(pool: DataFrame, asr: DataFrame, ocr: DataFrame, cfg: Config, keys=()) -> Normalized:
+    """tagger.job.normalize.normalize's items and quarantine (with `keys`, see there), persisted
+    (memory and disk), with the intermediates they share persisted too (cache=True: payloads parsed
+    once); unpersist `.frames` when done."""
+    norm = normalize(pool, asr, ocr, cfg.text, cache=True, keys=keys)
+    return Normalized(norm.items.persist(StorageLevel.MEMORY_AND_DISK),
+                      norm.quarantine.persist(StorageLevel.MEMORY_AND_DISK), norm.cached)
 
 
 def prepare(spark: SparkSession, cfg: Config, run_date: str) -> PreparedDate:

@@ -137,3 +137,53 @@ def test_the_cached_normalize_parses_speech_once_for_items_and_quarantine(spark)
     assert len(plain_quarantine) == 3  # the empty a1, the bad ASR row, the bad OCR row
     for df in cached.frames[2:]:
         df.unpersist()
+
+
+def test_keys_normalize_several_runs_in_one_plan_as_each_alone(spark):
+    """A backfill pass normalizes all its dates in one plan (keys=("run_date",)). The same itemid
+    on two dates, with its own duplicates and its own speech window on each, must come out exactly
+    as two separate runs would give it. Breaks that fail this: drop `keys` from dedupe_pool's window
+    (one date's row loses to the other's as a duplicate), from latest_speech's window (a date takes
+    the other's newer ASR), or from normalize's speech joins (rows multiply)."""
+    from pyspark.sql import functions as F
+
+    runs = {
+        "2024-01-05": dict(
+            pool=[("v1", "周五视频", "", "yichehao_video", "2024-01-05 10:00:00"),
+                  ("v1", "周五旧标题", "", "yichehao_video", "2024-01-05 09:00:00"),  # loses on 01-05
+                  ("a1", "文章", "", "news", "garbage")],
+            asr=[(1, "v1", json.dumps(["周五语音"], ensure_ascii=False), "2024-01-05"),
+                 (2, "v1", '["bad', "2024-01-04")]),
+        "2024-01-06": dict(
+            pool=[("v1", "周六视频", "", "yichehao_video", "2024-01-06 08:00:00"),
+                  ("a2", "", "", "news", "2024-01-06")],  # empty text: quarantined
+            asr=[(1, "v1", json.dumps(["周五语音"], ensure_ascii=False), "2024-01-05"),  # in both windows
+                 (3, "v1", json.dumps(["周六语音"], ensure_ascii=False), "2024-01-07")]),
+    }
+
+    def frames(run):
+        pool, asr = _pool(spark, run["pool"]), spark.createDataFrame(run["asr"], SPEECH)
+        return pool, asr, spark.createDataFrame([], SPEECH)
+
+    alone = {}
+    for d, run in runs.items():
+        result = normalize(*frames(run), TEXT)
+        alone[d] = (sorted(map(tuple, result.items.collect())), sorted(map(tuple, result.quarantine.collect())))
+
+    def tagged(i):
+        out = None
+        for d, run in runs.items():
+            df = frames(run)[i].withColumn("run_date", F.lit(d))
+            out = df if out is None else out.unionByName(df)
+        return out
+
+    together = normalize(tagged(0), tagged(1), tagged(2), TEXT, keys=("run_date",))
+    assert together.items.columns == [*ITEM_COLUMNS, "run_date"]
+    assert together.quarantine.columns == [*QUARANTINE_COLUMNS, "run_date"]
+    for d in runs:
+        items = together.items.filter(F.col("run_date") == d).drop("run_date")
+        quarantine = together.quarantine.filter(F.col("run_date") == d).drop("run_date")
+        assert (sorted(map(tuple, items.collect())), sorted(map(tuple, quarantine.collect()))) == alone[d], d
+    # and the runs really differ, so a mix-up cannot pass unseen
+    assert alone["2024-01-05"][0] != alone["2024-01-06"][0]
+    assert [r for r in alone["2024-01-06"][0] if r[0] == "v1"][0][2] == "周六视频。周六语音"
