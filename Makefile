@@ -5,17 +5,23 @@ export TAGGER_HOME ?= $(CURDIR)/.tagger
 export HF_HUB_OFFLINE := 1
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
-.PHONY: install run test test-fast bench clean metastore-up metastore-down cluster-up cluster-down system-deps
+.PHONY: install install-test run test test-fast bench clean metastore-up metastore-down cluster-up cluster-down system-deps
 
-# torch is installed first and pinned: 2.13.0 resolves to the CPU wheel on disk; anything else
-# would pull gigabytes of CUDA packages.
+# One pip call: setup.py pins torch==2.13.0, which resolves to the CPU wheel on disk (anything else would
+# pull gigabytes of CUDA packages). --no-compile skips byte-compiling every installed module up front
+# (torch, pyspark, transformers: tens of seconds); Python compiles the few the job imports on first use.
+# `make run` installs only what the job needs; `make test` adds the test extras (mlflow, gensim, faiss, ...).
 $(BIN)/.installed: setup.py
 	python3 -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install -q --no-compile --disable-pip-version-check -e .
+	touch $@
+
+$(BIN)/.installed-test: $(BIN)/.installed
+	$(BIN)/pip install -q --no-compile --disable-pip-version-check -e '.[test]'
 	touch $@
 
 install: $(BIN)/.installed
+install-test: $(BIN)/.installed-test
 
 ## Seed demo data, train the demo models, tag the demo date and print the run summary.
 run: install
@@ -31,11 +37,11 @@ ifeq ($(PG_READY),)
 endif
 
 ## The whole test suite, slow end-to-end group included (what CI runs).
-test: install system-deps
+test: install-test system-deps
 	$(BIN)/pytest -q
 
 ## The quick group only (no spark-submit subprocesses, no full-size training).
-test-fast: install
+test-fast: install-test
 	$(BIN)/pytest -q -m "not slow"
 
 clean:
