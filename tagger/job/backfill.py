@@ -129,6 +129,15 @@ def _run_pass(spark: SparkSession, cfg: Config, days: list[PreparedDate], result
         counts = _counts_by_date(items, norm.quarantine, selected)
         stages.start("tag")
         tagged, loads = tag_items(spark, cfg, items, held[0].spec, held[0].run_id, carry=(RUN_DATE,))
+        # Cut the lineage before the dates are finished: each date's summary, digests and writes plan
+        # against these two frames, and with the pass's whole normalize and tag plan under them the
+        # planning alone took about a second per action (a date's finish 6.0 s -> 2.3 s measured on
+        # 10,000 items). localCheckpoint keeps the rows on the executors (memory and disk); an
+        # executor lost before the pass ends fails the dates not yet written, and rerunning the same
+        # command finishes them. Spark's cleaner drops the blocks once the frames are unreferenced.
+        tagged, quarantine = _cut_lineage(tagged), _cut_lineage(norm.quarantine)
+        for df in norm.frames:
+            df.unpersist()
         tagged_rows = {r[RUN_DATE]: r["n"] for r in tagged.groupBy(RUN_DATE).agg(F.count("*").alias("n")).collect()}
         stages.end()
         shared = {k: v / len(held) for k, v in stages.seconds.items()}  # each date's share of the pass
@@ -144,7 +153,7 @@ def _run_pass(spark: SparkSession, cfg: Config, days: list[PreparedDate], result
                               .withColumn("run_id", F.lit(day.run_id)).persist(StorageLevel.MEMORY_AND_DISK))
                 day_counts = {**counts.get(d, dict(selected=0, items=0, quarantine=0, dropped=0)),
                               "tagged": tagged_rows.get(d, 0)}
-                day_quarantine = norm.quarantine.filter(F.col(RUN_DATE) == d).drop(RUN_DATE)
+                day_quarantine = quarantine.filter(F.col(RUN_DATE) == d).drop(RUN_DATE)
                 summary = finish(spark, cfg, day, day_tagged, day_quarantine, day_counts, loads, day_stages)
                 summary.stage_seconds = {**{f"pass_{k}": round(v, 2) for k, v in shared.items()},
                                          **summary.stage_seconds}
@@ -156,9 +165,15 @@ def _run_pass(spark: SparkSession, cfg: Config, days: list[PreparedDate], result
                     log(f"[{d}] REFUSED by the audits: version {exc.version} stays staged")
                 else:
                     log(f"[{d}] FAILED: {exc}")
-        for df in (tagged, *norm.frames):
-            df.unpersist()
         log(f"[pass {days[0].run_date}..{days[-1].run_date}] done in {format_seconds(time.perf_counter() - t0)}")
+
+
+def _cut_lineage(df: DataFrame) -> DataFrame:
+    """The rows of `df` (computed now, once) under a plan that no longer holds how they were made;
+    `df`'s own cache is dropped."""
+    out = df.localCheckpoint(eager=True)
+    df.unpersist()
+    return out
 
 
 def _union(frames: list[DataFrame]) -> DataFrame:

@@ -8,7 +8,7 @@ stats.py, publish.py, write.py) and times them; the caller owns the SparkSession
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from pyspark import StorageLevel
@@ -142,7 +142,10 @@ def finish(spark: SparkSession, cfg: Config, day: PreparedDate, tagged: DataFram
                         message=f"version {staged.version} is already published: nothing to do")]
     else:
         history = published_history(spark, cfg.tables, run_date, cfg.publish.history_days)
-        results = run_audits(cfg.publish, stats, history, model_version, lambda: Tagger(spec))
+        # the golden set is scored here on the driver while the executors wait: torch's own thread
+        # count (the driver's cores), not the one thread per task the workers use
+        results = run_audits(cfg.publish, stats, history, model_version,
+                             lambda: Tagger(replace(spec, torch_threads=None)))
     verdict = outcome(results)
 
     stages.start("publish")
