@@ -103,8 +103,9 @@ def seed(ctx: click.Context, items: int, start: str, days: int, seed: int) -> No
     guarded(lambda: seed_demo(spark, cfg, items, start, days, seed=seed, log=click.echo))
 
 
-@click.command(help=f"Seed demo data, train the demo models and tag the demo date ({DEMO_DATE}), "
-                   "all in the embedded catalog under $TAGGER_HOME. Seeding and training are skipped when "
+@click.command(help=f"Seed demo data, train the demo models, tag the days before the demo date that its "
+                   f"audits compare with (publish.min_history_days, in one backfill pass) and the demo date "
+                   f"({DEMO_DATE}), all in the embedded catalog under $TAGGER_HOME. Seeding and training are skipped when "
                    "their results exist already (use --fresh to redo them).")
 @click.option("--items", type=click.IntRange(min=1), default=DEMO_ITEMS, show_default=True)
 @click.option("--fresh", is_flag=True, help="Re-seed and retrain even if data and models exist.")
@@ -136,14 +137,16 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
         click.echo(took.lap("training and registering the heads"))
     from tagger.job.publish import published_version
 
-    history = [d for d in date_range(DEMO_START, DEMO_DATE)[:-1]
-               if fresh or not guarded(lambda d=d: published_version(spark, cfg.tables, d))]
+    # as many published days before the demo date as its history audits need to run (not just pass
+    # with a note); the earlier seeded days are training data only
+    window = date_range(DEMO_START, DEMO_DATE)[:-1][-cfg.publish.min_history_days:]
+    history = [d for d in window if fresh or not guarded(lambda d=d: published_version(spark, cfg.tables, d))]
     if history:  # the audits compare a day with the published days before it
         click.echo(f"== tagging {', '.join(history)}: the history the audits of {DEMO_DATE} compare with "
                    "(one backfill pass)")
         from tagger.job.backfill import backfill
 
-        # one pass pays the fixed costs of a run (Spark jobs, warming the workers) once for the four days
+        # one pass pays the fixed costs of a run (Spark jobs, warming the workers) once for the days
         pass_lines = lambda line: click.echo(f"  {line}") if line.startswith("[pass ") else None  # noqa: E731
         result = guarded(lambda: backfill(spark, cfg, history, force=fresh, log=pass_lines))
         for failed in result.failed.values():
@@ -160,9 +163,10 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
     from tagger.job.report import build_report, read_report_data
 
     report = Path(tagger_home()) / "report.html"
-    guarded(lambda: report.write_text(build_report(read_report_data(spark, cfg.tables, DEMO_START, DEMO_DATE)),
+    first = window[0] if window else DEMO_DATE
+    guarded(lambda: report.write_text(build_report(read_report_data(spark, cfg.tables, first, DEMO_DATE)),
                                       encoding="utf-8"))
-    click.echo(f"report of {DEMO_START}..{DEMO_DATE} (drift, coverage, audits, versions): {report}")
+    click.echo(f"report of {first}..{DEMO_DATE} (drift, coverage, audits, versions): {report}")
     click.echo(f"demo {took.total()}. Look at the result with:\n"
                f"  tagger sql \"SELECT itemid, tag_ids, gate_score FROM {cfg.tables.output} "
                f"WHERE dt = '{DEMO_DATE}' LIMIT 10\"")
