@@ -137,9 +137,7 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
         click.echo(took.lap("training and registering the heads"))
     from tagger.job.publish import published_version
 
-    # as many published days before the demo date as its history audits need to run (not just pass
-    # with a note); the earlier seeded days are training data only
-    window = date_range(DEMO_START, DEMO_DATE)[:-1][-cfg.publish.min_history_days:]
+    window = demo_history_window(cfg.publish.min_history_days)
     history = [d for d in window if fresh or not guarded(lambda d=d: published_version(spark, cfg.tables, d))]
     if history:  # the audits compare a day with the published days before it
         click.echo(f"== tagging {', '.join(history)}: the history the audits of {DEMO_DATE} compare with "
@@ -170,6 +168,14 @@ def demo(ctx: click.Context, items: int, fresh: bool) -> None:
     click.echo(f"demo {took.total()}. Look at the result with:\n"
                f"  tagger sql \"SELECT itemid, tag_ids, gate_score FROM {cfg.tables.output} "
                f"WHERE dt = '{DEMO_DATE}' LIMIT 10\"")
+
+
+def demo_history_window(min_history_days: int) -> list[str]:
+    """The demo days (yyyy-MM-dd, in order) to publish before the demo date: the last
+    `min_history_days` seeded days before it (all of them if fewer were seeded), so that its history
+    audits run instead of passing with a note; the earlier seeded days are training data only."""
+    before = date_range(DEMO_START, DEMO_DATE)[:-1]
+    return before[-min_history_days:] if min_history_days > 0 else []
 
 
 def _raise(exc: BaseException):

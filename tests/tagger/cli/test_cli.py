@@ -45,6 +45,24 @@ def test_job_arguments_put_config_before_the_subcommand():
     assert subcommand_argv("run", ["--verbose", "--date", "D"]) == ["--verbose", "run", "--date", "D"]
 
 
+def test_the_demo_publishes_just_the_history_its_audits_need():
+    """tagger demo tags and publishes the min_history_days days right before the demo date, so the
+    demo date's history audits run (with fewer published days they only pass with a note). Break:
+    tag one day fewer, or days that do not end right before the demo date."""
+    from datetime import date, timedelta
+
+    from tagger.cli.common import DEMO_DATE, DEMO_DAYS
+    from tagger.cli.job_commands import demo_history_window
+    from tagger.config import load_config
+
+    need = load_config().publish.min_history_days
+    window = demo_history_window(need)
+    assert len(window) == need <= DEMO_DAYS - 1
+    assert window == date_range((date.fromisoformat(DEMO_DATE) - timedelta(days=need)).isoformat(),
+                                (date.fromisoformat(DEMO_DATE) - timedelta(days=1)).isoformat())
+    assert demo_history_window(0) == [] and len(demo_history_window(99)) == DEMO_DAYS - 1
+
+
 def test_date_range_is_inclusive_and_ordered():
     assert date_range("2024-02-28", "2024-03-01") == ["2024-02-28", "2024-02-29", "2024-03-01"]
 
