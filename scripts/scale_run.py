@@ -10,7 +10,7 @@ as on a day with new models: the dearest day for them), then runs `tagger run` o
 the resident memory (RSS) of the process tree once a second: the driver's Python, the JVM (driver
 and executor in local mode) and the Python workers. Stage seconds come from the run's summary;
 `write_audit_publish_share` is the stage, audit and publish stages' share of the run's seconds.
-Measured on 2 CPU cores (README, Speed): 100k items 100 s, 1M items 9 min, plus seeding
+Measured on 2 CPU cores (README, Speed): 100k items 100 s, 1M items 8.1 min (2026-12-01), plus seeding
 (~2 min for 1M).
 
 Backfill mode: D days of N items each, tagged once by the one-pass `tagger backfill` and once by
